@@ -1,0 +1,400 @@
+"""EfficiencyReport: parameters, MACs, FLOPs, latency, training memory and sizes of a model.
+
+Drop-in Lightning callback (imports only torch and lightning). Counting conventions (REFERENCE.md section 15.1):
+
+* ``li2017``: multiply-accumulates of ``Conv*d`` and ``Linear`` layers only, per input, as in Li et al.,
+  "Pruning Filters for Efficient ConvNets" (ICLR 2017): n_out * n_in/groups * k^2 * H_out * W_out per conv and
+  in * out per linear. BatchNorm, activations, pooling, biases and additions are not counted, and neither are
+  1x1 projection shortcuts (convs inside a module whose name contains ``downsample`` or ``shortcut``); with that
+  rule torchvision's ResNet-34 is 3.64e9 MACs and 2.16e7 parameters, the paper's numbers.
+* ``all``: ``torch.utils.flop_counter.FlopCounterMode`` FLOPs divided by 2, per input. Covers every matmul,
+  convolution and attention op, hence recurrent cells, attention and PDE iterations.
+
+Example::
+
+    from callbacks.efficiency_report import EfficiencyReport
+    trainer = Trainer(callbacks=[EfficiencyReport(convention="li2017", batch_size=64)])
+
+A technique that changes the exported form of the model (e.g. packed low-bit weights) exposes
+``export_state_dict(pl_module) -> dict`` on the LightningModule or on any of the trainer's callbacks; the
+report measures the serialised size of that instead of the plain ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import lightning.pytorch as pl
+
+Convention = Literal["li2017", "all"]
+_SHORTCUT_PATTERN = re.compile(r"(downsample|shortcut)", re.IGNORECASE)
+
+
+def _is_projection_shortcut(name: str, module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Conv2d | nn.Conv3d | nn.Conv1d)
+        and all(k == 1 for k in module.kernel_size)
+        and bool(_SHORTCUT_PATTERN.search(name))
+    )
+
+
+def count_params(model: nn.Module, convention: Convention = "all") -> int:
+    """Parameter count.
+
+    ``all``: every parameter. ``li2017``: weights of conv and linear layers only, without 1x1 projection
+    shortcuts (BN and biases do not change the paper's printed precision).
+    """
+    if convention == "all":
+        return sum(p.numel() for p in model.parameters())
+    if convention != "li2017":
+        raise ValueError(f"convention must be 'li2017' or 'all', got {convention!r}")
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+            if _is_projection_shortcut(name, module):
+                continue
+            total += module.weight.numel()
+    return total
+
+
+def _as_tuple(x: Any) -> tuple:
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _batch_of(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.shape[0]
+    if isinstance(x, list | tuple) and x:
+        return _batch_of(x[0])
+    if isinstance(x, dict) and x:
+        return _batch_of(next(iter(x.values())))
+    raise ValueError("cannot infer the batch size of the example input")
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, example_input: Any, convention: Convention = "li2017") -> float:
+    """Multiply-accumulates per input (the example's batch dimension is divided out)."""
+    batch = _batch_of(example_input)
+    was_training = model.training
+    model.eval()
+    try:
+        if convention == "all":
+            with FlopCounterMode(display=False) as counter:
+                model(*_as_tuple(example_input))
+            return counter.get_total_flops() / 2 / batch
+        if convention != "li2017":
+            raise ValueError(f"convention must be 'li2017' or 'all', got {convention!r}")
+        total = [0]
+
+        def conv_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            k = 1
+            for s in module.kernel_size:
+                k *= s
+            total[0] += output.numel() * (module.in_channels // module.groups) * k
+
+        def linear_hook(module: nn.Linear, inputs: Any, output: torch.Tensor) -> None:
+            total[0] += output.numel() * module.in_features
+
+        handles = []
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+                if not _is_projection_shortcut(name, module):
+                    handles.append(module.register_forward_hook(conv_hook))
+            elif isinstance(module, nn.Linear):
+                handles.append(module.register_forward_hook(linear_hook))
+        try:
+            model(*_as_tuple(example_input))
+        finally:
+            for h in handles:
+                h.remove()
+        return total[0] / batch
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, example_input: Any) -> float:
+    """torch flop-counter FLOPs (2 per MAC) of one forward pass, per input."""
+    batch = _batch_of(example_input)
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(*_as_tuple(example_input))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / batch
+
+
+def _repeat_batch(x: Any, batch: int) -> Any:
+    if isinstance(x, torch.Tensor):
+        one = x[:1]
+        return one.expand(batch, *one.shape[1:]).contiguous()
+    if isinstance(x, tuple):
+        return tuple(_repeat_batch(v, batch) for v in x)
+    if isinstance(x, list):
+        return [_repeat_batch(v, batch) for v in x]
+    if isinstance(x, dict):
+        return {k: _repeat_batch(v, batch) for k, v in x.items()}
+    return x
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, tuple | list):
+        return type(x)(_to_device(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_device(v, device) for k, v in x.items()}
+    return x
+
+
+@torch.no_grad()
+def measure_latency(
+    model: nn.Module, example_input: Any, batch_size: int = 1, repeats: int = 10, warmup: int = 2
+) -> float:
+    """Median wall-clock seconds of one eval-mode forward pass at ``batch_size``, on the model's device."""
+    device = next(model.parameters()).device
+    x = _to_device(_repeat_batch(example_input, batch_size), device)
+    was_training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    try:
+        for i in range(warmup + repeats):
+            sync()
+            t0 = time.perf_counter()
+            model(*_as_tuple(x))
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure_training_memory(model: nn.Module, example_input: Any, batch_size: int) -> dict[str, int]:
+    """Bytes of tensors saved for backward in one training step, and process (or CUDA) memory growth.
+
+    The step runs forward, sums the output and runs backward; gradients are cleared afterwards.
+    """
+    device = next(model.parameters()).device
+    x = _to_device(_repeat_batch(example_input, batch_size), device)
+    saved = [0]
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = id(t.untyped_storage()) if t.device.type != "meta" else id(t)
+        if key not in seen:
+            seen.add(key)
+            saved[0] += t.untyped_storage().nbytes()
+        return t
+
+    grads_before = {n: p.grad for n, p in model.named_parameters()}
+    was_training = model.training
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _rss_bytes()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(*_as_tuple(x))
+            if isinstance(out, tuple | list):
+                out = out[0]
+            if isinstance(out, dict):
+                out = next(iter(out.values()))
+        out.float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            growth = torch.cuda.max_memory_allocated(device) - base
+        else:
+            growth = max(0, _rss_bytes() - base)
+    finally:
+        for n, p in model.named_parameters():
+            p.grad = grads_before.get(n)
+        model.train(was_training)
+    return {"saved_tensor_bytes": saved[0], "memory_growth_bytes": int(growth)}
+
+
+def serialized_size(state: dict) -> int:
+    """Bytes of ``torch.save(state)``."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getbuffer().nbytes
+
+
+@dataclass
+class EfficiencyNumbers:
+    """One row of the report; ``None`` marks a figure that was not measured."""
+
+    convention: str
+    params: int
+    macs: float
+    flops: float | None = None
+    latency_batch1_s: float | None = None
+    latency_batch_s: float | None = None
+    latency_batch: int | None = None
+    saved_tensor_bytes: int | None = None
+    memory_growth_bytes: int | None = None
+    checkpoint_bytes: int | None = None
+    export_bytes: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+def format_table(numbers: EfficiencyNumbers, title: str = "Efficiency report") -> str:
+    def human(v: Any, unit: str = "") -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float) and unit == "s":
+            return f"{v * 1e3:.3f} ms"
+        if unit == "B":
+            return f"{v / 2**20:.3f} MiB"
+        return f"{v:.4g}" if isinstance(v, float) else f"{v:,}"
+
+    rows = [
+        ("parameters", human(numbers.params)),
+        (f"MACs per input ({numbers.convention})", human(float(numbers.macs))),
+        ("FLOPs per input (torch flop counter)", human(numbers.flops)),
+        ("latency, batch 1", human(numbers.latency_batch1_s, "s")),
+        (f"latency, batch {numbers.latency_batch}", human(numbers.latency_batch_s, "s")),
+        ("saved tensors for backward", human(numbers.saved_tensor_bytes, "B")),
+        ("memory growth in a training step", human(numbers.memory_growth_bytes, "B")),
+        ("checkpoint size", human(numbers.checkpoint_bytes, "B")),
+        ("export size", human(numbers.export_bytes, "B")),
+    ]
+    rows += [(k, human(v)) for k, v in numbers.extra.items()]
+    width = max(len(r[0]) for r in rows)
+    lines = [title, "-" * (width + 20)]
+    lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _example_input(pl_module: pl.LightningModule) -> Any:
+    x = pl_module.example_input_array
+    if x is None:
+        raise ValueError(
+            f"EfficiencyReport needs `example_input_array` on {type(pl_module).__name__}: set it in the "
+            "module's __init__ to a tensor of one input batch (e.g. torch.zeros(1, 3, 32, 32))."
+        )
+    return x
+
+
+class EfficiencyReport(pl.Callback):
+    """Prints and logs an efficiency table at fit start and fit end.
+
+    Args:
+        convention: ``"li2017"`` (conv/linear MACs, Li et al. 2017) or ``"all"`` (torch flop counter / 2).
+        batch_size: second batch size for latency and the training-memory measurement.
+        latency_repeats: timed repeats per latency figure (the median is reported); 0 disables latency.
+        measure_memory: run one extra forward/backward to measure training memory.
+        log_prefix: prefix of the keys logged to the logger's summary.
+
+    Example::
+
+        trainer = Trainer(callbacks=[EfficiencyReport(convention="all", batch_size=32)])
+    """
+
+    def __init__(
+        self,
+        convention: Convention = "li2017",
+        batch_size: int = 32,
+        latency_repeats: int = 10,
+        measure_memory: bool = True,
+        log_prefix: str = "efficiency",
+    ) -> None:
+        if convention not in ("li2017", "all"):
+            raise ValueError(f"EfficiencyReport: convention must be 'li2017' or 'all', got {convention!r}")
+        self.convention = convention
+        self.batch_size = batch_size
+        self.latency_repeats = latency_repeats
+        self.measure_memory = measure_memory
+        self.log_prefix = log_prefix
+        self.start: EfficiencyNumbers | None = None
+        self.end: EfficiencyNumbers | None = None
+
+    # ------------------------------------------------------------------ measuring
+    def export_size(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> int:
+        """Serialised size of the exported model (see the module docstring for the override hook)."""
+        providers = [pl_module] + (list(trainer.callbacks) if trainer is not None else [])
+        for p in providers:
+            fn = getattr(p, "export_state_dict", None)
+            if callable(fn) and p is not self:
+                return serialized_size(fn(pl_module))
+        return serialized_size(pl_module.state_dict())
+
+    def measure(
+        self, pl_module: pl.LightningModule, trainer: pl.Trainer | None = None, timing: bool = True
+    ) -> EfficiencyNumbers:
+        x = _to_device(_example_input(pl_module), pl_module.device)
+        one = _repeat_batch(x, 1)
+        numbers = EfficiencyNumbers(
+            convention=self.convention,
+            params=count_params(pl_module, self.convention),
+            macs=count_macs(pl_module, one, self.convention),
+            flops=count_flops(pl_module, one),
+        )
+        if timing and self.latency_repeats > 0:
+            numbers.latency_batch1_s = measure_latency(pl_module, x, 1, self.latency_repeats)
+            numbers.latency_batch = self.batch_size
+            numbers.latency_batch_s = measure_latency(pl_module, x, self.batch_size, self.latency_repeats)
+        if timing and self.measure_memory:
+            mem = measure_training_memory(pl_module, x, self.batch_size)
+            numbers.saved_tensor_bytes = mem["saved_tensor_bytes"]
+            numbers.memory_growth_bytes = mem["memory_growth_bytes"]
+        numbers.export_bytes = self.export_size(trainer, pl_module)
+        if trainer is not None:
+            ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
+                trainer.checkpoint_callback, "best_model_path", ""
+            )
+            if ckpt and os.path.exists(ckpt):
+                numbers.checkpoint_bytes = os.path.getsize(ckpt)
+        return numbers
+
+    # ------------------------------------------------------------------ hooks
+    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> EfficiencyNumbers:
+        numbers = self.measure(pl_module, trainer)
+        if trainer.is_global_zero:
+            print("\n" + format_table(numbers, f"Efficiency report ({when})"), flush=True)
+            summary = {f"{self.log_prefix}/{when}/{k}": v for k, v in numbers.as_dict().items() if v is not None}
+            for logger in trainer.loggers:
+                experiment = getattr(logger, "experiment", None)
+                if hasattr(experiment, "summary") and hasattr(experiment.summary, "update"):
+                    experiment.summary.update(summary)  # W&B run summary
+                else:
+                    numeric = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+                    logger.log_metrics(numeric, step=trainer.global_step)
+        return numbers
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = self._report(trainer, pl_module, "fit_start")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.end = self._report(trainer, pl_module, "fit_end")
