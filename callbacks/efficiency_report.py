@@ -196,7 +196,8 @@ def _rss_bytes() -> int:
 def measure_training_memory(model: nn.Module, example_input: Any, batch_size: int) -> dict[str, int]:
     """Bytes of tensors saved for backward in one training step, and process (or CUDA) memory growth.
 
-    The step runs forward, sums the output and runs backward; gradients are cleared afterwards.
+    The step runs forward, sums the output and runs backward. The model is left as it was: gradients and
+    buffers (e.g. BatchNorm running statistics, which a train-mode forward updates) are restored afterwards.
     """
     device = next(model.parameters()).device
     x = _to_device(_repeat_batch(example_input, batch_size), device)
@@ -211,6 +212,7 @@ def measure_training_memory(model: nn.Module, example_input: Any, batch_size: in
         return t
 
     grads_before = {n: p.grad for n, p in model.named_parameters()}
+    buffers_before = {n: b.detach().clone() for n, b in model.named_buffers()}
     was_training = model.training
     model.train()
     if device.type == "cuda":
@@ -235,6 +237,10 @@ def measure_training_memory(model: nn.Module, example_input: Any, batch_size: in
     finally:
         for n, p in model.named_parameters():
             p.grad = grads_before.get(n)
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers_before:
+                    b.copy_(buffers_before[n])
         model.train(was_training)
     return {"saved_tensor_bytes": saved[0], "memory_growth_bytes": int(growth)}
 

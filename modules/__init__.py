@@ -1,0 +1,5 @@
+"""LightningModules: the training algorithms."""
+
+from modules.image_classifier import ImageClassifier
+
+__all__ = ["ImageClassifier"]

@@ -1,0 +1,28 @@
+"""Shared test setup: W&B offline (the real package, never `disabled`), quiet, one thread per process."""
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_CONSOLE", "off")
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _finish_wandb_runs():
+    """In-process CLI runs leave their W&B run open for inspection; close it after each test."""
+    yield
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
+@pytest.fixture()
+def runs_root(tmp_path):
+    return str(tmp_path / "runs")
