@@ -386,7 +386,8 @@ class EfficiencyReport(pl.Callback):
 
     # ------------------------------------------------------------------ hooks
     def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> EfficiencyNumbers:
-        numbers = self.measure(pl_module, trainer)
+        # under fast_dev_run (smoke tests) only the counts are measured, not latency and memory
+        numbers = self.measure(pl_module, trainer, timing=not trainer.fast_dev_run)
         if trainer.is_global_zero:
             print("\n" + format_table(numbers, f"Efficiency report ({when})"), flush=True)
             summary = {f"{self.log_prefix}/{when}/{k}": v for k, v in numbers.as_dict().items() if v is not None}
