@@ -134,6 +134,7 @@ class Timing:
     total_s: float  # end to end (see the module docstring)
     loop_s: float  # first step start -> last step end
     threads: int  # torch.get_num_threads() seen during training
+    minflt: int  # minor page faults during the loop (fresh memory from the OS: allocator noise, not overhead)
     params: dict[str, torch.Tensor]  # final weights of the net
 
 
@@ -149,6 +150,7 @@ def run_plain(cfg: Config, batches: list[Batch], state: dict[str, torch.Tensor])
     net.train()
     optimizer = sgd(net.parameters())
     threads = torch.get_num_threads()
+    f_loop = _minflt()
     t_loop = time.perf_counter()
     for x, y in data:
         loss = F.cross_entropy(net(x), y)
@@ -156,7 +158,16 @@ def run_plain(cfg: Config, batches: list[Batch], state: dict[str, torch.Tensor])
         optimizer.step()
         optimizer.zero_grad()
     t1 = time.perf_counter()
-    return Timing(t1 - t0, t1 - t_loop, threads, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    f1 = _minflt()
+    return Timing(t1 - t0, t1 - t_loop, threads, f1 - f_loop, {k: v.detach().clone() for k, v in net.state_dict().items()})
+
+
+def _minflt() -> int:
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _loop_timer_callback(n_batches: int) -> Any:
@@ -166,15 +177,18 @@ def _loop_timer_callback(n_batches: int) -> Any:
         start: float | None = None
         end: float | None = None
         threads: int = 0
+        minflt: int = 0
 
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
             if batch_idx == 0:
                 self.threads = torch.get_num_threads()
+                self.minflt = _minflt()
                 self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             if batch_idx == n_batches - 1:
                 self.end = time.perf_counter()
+                self.minflt = _minflt() - self.minflt
 
     return LoopTimer()
 
@@ -229,7 +243,7 @@ def run_lightning(cfg: Config, batches: list[Batch], state: dict[str, torch.Tens
     if trainer.global_step != len(batches) or timer.start is None or timer.end is None:
         raise RuntimeError(f"Lightning ran {trainer.global_step} of {len(batches)} steps")
     params = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
-    return Timing(t1 - t0, timer.end - timer.start, timer.threads, params)
+    return Timing(t1 - t0, timer.end - timer.start, timer.threads, timer.minflt, params)
 
 
 def _max_param_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -285,6 +299,8 @@ def benchmark(
                 "loop_ratio": p.loop_s / lt.loop_s,
                 "overhead_ms_per_step": (lt.loop_s - p.loop_s) / steps * 1e3,
                 "fixed_cost_s": (lt.total_s - lt.loop_s) - (p.total_s - p.loop_s),
+                "plain_minflt_per_step": p.minflt / steps,
+                "lightning_minflt_per_step": lt.minflt / steps,
                 "threads": {"plain": p.threads, "lightning": lt.threads},
             }
         )
@@ -305,6 +321,8 @@ def benchmark(
         "loop_ratio": _summary([r["loop_ratio"] for r in per_round]),
         "overhead_ms_per_step": _summary([r["overhead_ms_per_step"] for r in per_round]),
         "fixed_cost_s": _summary([r["fixed_cost_s"] for r in per_round]),
+        "plain_minflt_per_step": statistics.median(r["plain_minflt_per_step"] for r in per_round),
+        "lightning_minflt_per_step": statistics.median(r["lightning_minflt_per_step"] for r in per_round),
         "max_param_diff": max_param_diff,
         "per_round": per_round,
     }
@@ -336,6 +354,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "lightning": lightning.__version__,
         "torch_threads": threads,
         "loadavg_at_start": list(load) if load else None,
+        "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
     }
 
 
@@ -351,14 +370,15 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Goal: Lightning/plain throughput ratio >= {GOAL_RATIO:.2f}x for {GOAL_NET} (end to end, median over rounds).",
         "",
         "| net | batch | steps | plain samples/s | lightning samples/s | ratio median [min, max] "
-        "| steady-state ratio median [min, max] | overhead ms/step | fixed cost s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| steady-state ratio median [min, max] | overhead ms/step | fixed cost s | page faults/step plain, lightning |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report["configs"]:
         lines.append(
             f"| {c['net']} ({c['data']}) | {c['batch_size']} | {c['steps']} | {c['plain_samples_per_s']:.1f} "
             f"| {c['lightning_samples_per_s']:.1f} | {_fmt_range(c['ratio'])} | {_fmt_range(c['loop_ratio'])} "
-            f"| {c['overhead_ms_per_step']['median']:.2f} | {c['fixed_cost_s']['median']:.2f} |"
+            f"| {c['overhead_ms_per_step']['median']:.2f} | {c['fixed_cost_s']['median']:.2f} "
+            f"| {c['plain_minflt_per_step']:.0f}, {c['lightning_minflt_per_step']:.0f} |"
         )
     lines.append("")
     goal = report.get("goal")
@@ -374,7 +394,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         "computed per round (the two sides run back to back, alternating which goes first) and summarised over rounds.",
         "- *steady-state ratio*: first step start to last step end only (Lightning: `on_train_batch_start` of "
         "batch 0 to `on_train_batch_end` of the last batch). *overhead ms/step*: (Lightning - plain) loop time per "
-        "step. *fixed cost*: Lightning's start-up/tear-down time outside the loop, minus the plain side's.",
+        "step. *fixed cost*: Lightning's start-up/tear-down time outside the loop, minus the plain side's. "
+        "*page faults/step*: minor page faults during the loop (median over rounds), i.e. memory freshly taken "
+        "from the OS by the allocator; they cost time on either side and are allocator noise, not Lightning work.",
         "- Both sides: same initial weights, SGD(" + ", ".join(f"{k}={v}" for k, v in SGD_KWARGS.items())
         + "), the same pre-generated in-memory batches (resnet20: random 3x32x32 tensors, 10 classes; small_cnn: "
         "shuffled `DigitsDataModule` training tensors), CPU, "
@@ -399,6 +421,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- CPU: {m['cpu']} ({m['logical_cpus']} logical CPUs, shared with other jobs; "
         f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'] or [])})",
         f"- python {m['python']}, torch {m['torch']}, lightning {m['lightning']}, torch threads {m['torch_threads']}",
+        f"- malloc environment: {m['malloc_env'] or 'none set (glibc defaults)'}",
         "",
         "Per-round end-to-end ratios:",
         "",
@@ -406,8 +429,6 @@ def to_markdown(report: dict[str, Any]) -> str:
     for c in report["configs"]:
         rs = ", ".join(f"{r['ratio']:.3f} ({r['first']} first)" for r in c["per_round"])
         lines.append(f"- {c['net']}: {rs}")
-    if report.get("notes"):
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -426,7 +447,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/overhead.json"))
     parser.add_argument("--md", type=Path, default=None, help="markdown report (default: --out with .md)")
-    parser.add_argument("--note", action="append", default=[], help="a line added to the report's notes")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -444,7 +464,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "date": dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(args.threads),
         "configs": [],
-        "notes": list(args.note),
     }
     for name in args.nets:
         cfg = CONFIGS[name]

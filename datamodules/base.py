@@ -7,15 +7,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import lightning.pytorch as pl
+from datamodules.sampling import EpochShuffleSampler
 
 
 class BaseDataModule(pl.LightningDataModule):
     """Builds the three DataLoaders from ``self.train_set`` / ``val_set`` / ``test_set``.
 
-    Training batches are shuffled with a ``torch.Generator`` seeded from ``seed`` (Lightning swaps in a
-    ``DistributedSampler`` under DDP); val/test are not shuffled. ``drop_last=False`` everywhere and
-    ``persistent_workers`` whenever ``num_workers > 0``. Subclasses set ``num_classes`` and ``input_shape``
-    in ``__init__`` (no disk access) and fill the datasets in ``setup``.
+    Training batches are shuffled by :class:`~datamodules.sampling.EpochShuffleSampler`: a ``torch.Generator``
+    seeded from ``seed + epoch``, so a resumed run sees the same batches as an uninterrupted one (under DDP
+    Lightning wraps it in its ``DistributedSamplerWrapper``, which shards it and forwards ``set_epoch``);
+    val/test are not shuffled. ``drop_last=False`` everywhere and ``persistent_workers`` whenever
+    ``num_workers > 0``. Subclasses set ``num_classes`` and ``input_shape`` in ``__init__`` (no disk access)
+    and fill the datasets in ``setup``.
     """
 
     num_classes: int
@@ -38,12 +41,11 @@ class BaseDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, split: str, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: the {split} split is not set up; call setup() first")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=EpochShuffleSampler(dataset, seed=self.seed) if shuffle else None,
+            shuffle=False,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -60,7 +62,8 @@ class BaseDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, "test", shuffle=False)
 
 
-def stratified_split(labels: torch.Tensor | np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: torch.Tensor | np.ndarray, val_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified (train_idx, val_idx) split of ``labels``; both index arrays sorted."""
     from sklearn.model_selection import train_test_split
 

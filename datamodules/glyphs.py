@@ -13,6 +13,7 @@ Pixel convention: background 0, ink 1. Angles are in radians, positive = counter
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import hashlib
@@ -52,6 +53,15 @@ class GlyphConfig:
     max_translation: float
     stroke_noise: float
     clutter: float
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        if self.max_rotation < 0 or self.max_translation < 0:
+            raise ValueError("max_rotation and max_translation must be >= 0")
+        if not (0 <= self.stroke_noise <= 1 and 0 <= self.clutter <= 1):
+            raise ValueError(f"stroke_noise and clutter must be in [0, 1], got {self.stroke_noise}, {self.clutter}")
 
 
 def difficulty_defaults(difficulty: float) -> GlyphConfig:
@@ -161,6 +171,18 @@ def _segments(n_pix: int, p0: torch.Tensor, p1: torch.Tensor, width: torch.Tenso
     return (width[:, None] / 2 + 0.5 - dist).clamp(0, 1).reshape(-1, 1, n_pix, n_pix)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run the generator single-threaded: its ops are small (1M elements), so intra-op threading buys little,
+    and on a busy machine OpenMP barriers made it 5-10x slower. Also keeps results thread-count independent."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def generate_glyphs(
     n: int,
     num_classes: int,
@@ -172,11 +194,14 @@ def generate_glyphs(
 
     Classes are exactly balanced (``arange(n) % num_classes``, shuffled). Same arguments -> identical tensors.
     """
+    with _one_thread():
+        return _generate(n, num_classes, seed, config, fonts)
+
+
+def _generate(n: int, num_classes: int, seed: int, config: GlyphConfig, fonts: tuple[str, ...] | None):
     if not 1 <= num_classes <= len(GLYPH_CHARS):
         raise ValueError(f"num_classes must be in [1, {len(GLYPH_CHARS)}], got {num_classes}")
     lo, hi = config.scale_range
-    if not 0 < lo <= hi:
-        raise ValueError(f"scale_range must satisfy 0 < low <= high, got {config.scale_range}")
     paths = font_paths(fonts)
     templates = glyph_templates(GLYPH_CHARS[:num_classes], paths)
     n_fonts = len(paths)
@@ -224,7 +249,8 @@ def generate_glyphs(
             sel = use[sl, 1 + j].nonzero().squeeze(1)
             if sel.numel():
                 k = sel + start
-                half = 0.5 * line_len[k, j, None] * torch.stack([torch.cos(line_dir[k, j]), torch.sin(line_dir[k, j])], -1)
+                direction = torch.stack([torch.cos(line_dir[k, j]), torch.sin(line_dir[k, j])], -1)
+                half = 0.5 * line_len[k, j, None] * direction
                 seg = _segments(IMAGE_SIZE, line_c[k, j] - half, line_c[k, j] + half, line_w[k, j])
                 x[sel] = torch.maximum(x[sel], seg * line_level[k, j, None, None, None])
         noise = torch.randn(m, 1, IMAGE_SIZE, IMAGE_SIZE, generator=g)
@@ -240,7 +266,7 @@ def derive_seed(seed: int, split: str) -> int:
 
 
 class GlyphsDataModule(BaseDataModule):
-    """Rendered characters "0-9A-Z" (no I/O) as 32x32 grayscale images, input (1, 32, 32), classes balanced.
+    """Rendered characters 0-9, A-Z (minus I and O) as 32x32 grayscale images, input (1, 32, 32), balanced.
 
     Augmentation strengths default from ``difficulty`` in [0, 1] (see :func:`difficulty_defaults`); any
     explicitly given one overrides it: ``max_rotation`` (degrees, uniform in +-), ``scale_range`` (glyph scale,
@@ -289,7 +315,7 @@ class GlyphsDataModule(BaseDataModule):
         base = difficulty_defaults(difficulty)
         self.config = GlyphConfig(
             max_rotation=float(base.max_rotation if max_rotation is None else max_rotation),
-            scale_range=tuple(float(s) for s in (base.scale_range if scale_range is None else scale_range)),
+            scale_range=tuple(float(v) for v in (base.scale_range if scale_range is None else scale_range)),
             max_translation=float(base.max_translation if max_translation is None else max_translation),
             stroke_noise=float(base.stroke_noise if stroke_noise is None else stroke_noise),
             clutter=float(base.clutter if clutter is None else clutter),

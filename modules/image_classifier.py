@@ -98,7 +98,7 @@ class ImageClassifier(pl.LightningModule):
                  batch_size=x.shape[0])
         for name, metric in self.metrics.items():
             if name.startswith(stage):
-                metric(logits, y)
+                metric.update(logits, y)  # epoch-level only: no per-batch compute
                 k = name.split("_acc")[1]
                 self.log(f"{stage}/acc{k}", metric, on_step=False, on_epoch=True, prog_bar=(k == "1"),
                          batch_size=x.shape[0])

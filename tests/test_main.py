@@ -59,7 +59,7 @@ def test_quickstart_run_layout_wandb_and_rerun(runs_root, capsys):
 
 
 def test_model_gets_num_classes_and_input_shape_from_data(runs_root):
-    cli = cli_main(["fit", "--config", "recipes/baseline_resnet56_cifar10.yaml", f"--runs_root={runs_root}",
+    cli = cli_main(["--config", "recipes/baseline_resnet56_cifar10.yaml", f"--runs_root={runs_root}",
                     "--data.class_path=datamodules.cifar.CIFAR100DataModule"], run=False)
     assert cli.model.hparams.num_classes == 100
     assert cli.model.net.fc.out_features == 100
