@@ -276,6 +276,10 @@ class RecipeCLI(LightningCLI):
     def after_fit(self) -> None:
         if not self.trainer.is_global_zero:
             return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                   if k.startswith(("val/", "test/")) and v.numel() == 1}
+        if metrics:
+            print("Final metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
         print(f"Run directory: {self.run_dir}")
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
