@@ -290,22 +290,31 @@ class RecipeCLI(LightningCLI):
                     print(f"W&B run: {logger.experiment.url} (local files in {run_dir})")
 
 
+def _user_facing(err: BaseException) -> bool:
+    """Errors printed as one paragraph: this file's, missing data, NaN loss, a checkpoint that does not fit, and
+    any technique error that sets ``user_facing = True`` (e.g. the pruning callback's PruningError)."""
+    if isinstance(err, RecipeError | NonFiniteLossError | FileNotFoundError):
+        return True
+    if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" in str(err):
+        return True
+    return bool(getattr(err, "user_facing", False))
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:
-    """Runs the CLI; user-facing errors are printed as one paragraph and exit with status 1."""
+    """Runs the CLI; user-facing errors are printed as one paragraph and exit with status 1.
+
+    Set ``RECIPES_RAISE=1`` to get the traceback instead.
+    """
     torch.set_float32_matmul_precision("high")
     try:
         return RecipeCLI(args=args, run=run)
-    except (RecipeError, NonFiniteLossError, FileNotFoundError) as err:
-        if os.environ.get("RECIPES_RAISE"):
+    except Exception as err:
+        if not _user_facing(err) or os.environ.get("RECIPES_RAISE"):
             raise
+        if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" in str(err):
+            err = checkpoint_mismatch(_ckpt_arg(args), pl.LightningModule(), err)
         print(f"\nerror: {err}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    except RuntimeError as err:
-        if "Error(s) in loading state_dict" in str(err) and not os.environ.get("RECIPES_RAISE"):
-            print(f"\nerror: {checkpoint_mismatch(_ckpt_arg(args), pl.LightningModule(), err)}",
-                  file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
-        raise
 
 
 def _ckpt_arg(args: list[str] | None) -> str:

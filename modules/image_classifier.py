@@ -76,6 +76,7 @@ class ImageClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.example_input_array = torch.zeros(1, *input_shape)
+        self.best_val_acc1: float | None = None  # running max, logged as val/acc1_best (saved in checkpoints)
         top5 = min(5, num_classes)
         self.metrics = nn.ModuleDict(
             {
@@ -103,6 +104,29 @@ class ImageClassifier(pl.LightningModule):
                 self.log(f"{stage}/acc{k}", metric, on_step=False, on_epoch=True, prog_bar=(k == "1"),
                          batch_size=x.shape[0])
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """Logs ``val/acc1_best``, the best top-1 so far: papers such as Li et al. (2017) report the best
+        accuracy seen during (re)training, so recipes log it beside the final one."""
+        if self.trainer.sanity_checking:
+            return
+        acc = float(self.metrics["val_acc1"].compute())
+        self.best_val_acc1 = acc if self.best_val_acc1 is None else max(self.best_val_acc1, acc)
+        self.log("val/acc1_best", self.best_val_acc1, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["best_val_acc1"] = self.best_val_acc1
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best_val_acc1 = checkpoint.get("best_val_acc1")
+        # a net pruned by callbacks/l1_filter_pruning.py that hparams cannot rebuild (e.g. a torchvision model)
+        # is reshaped from the structure stored in the checkpoint before the weights are loaded
+        state = checkpoint.get("l1_filter_pruning")
+        if state and state.get("pruned"):
+            from callbacks.l1_filter_pruning import layer_widths, rebuild_pruned_model
+
+            if layer_widths(self.net) != state.get("widths", layer_widths(self.net)):
+                rebuild_pruned_model(self, checkpoint, load_weights=False)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if self.hparams.log_images and batch_idx == 0 and self.current_epoch == 0:

@@ -138,6 +138,7 @@ class CifarResNet(nn.Module):
                 raise ValueError(f"CifarResNet: block_widths must be positive ints, got {mids!r}")
         self.depth, self.shortcut_kind = depth, shortcut
         self.block_widths = mids
+        self.stage_widths = stage_widths
 
         self.conv1 = nn.Conv2d(in_channels, stage_widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stage_widths[0])
@@ -160,6 +161,20 @@ class CifarResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def structure_kwargs(self) -> dict[str, list[int]] | None:
+        """Constructor kwargs that rebuild the current widths (``{"block_widths": [...]}``), read from the layers,
+        so they stay right after L1 filter pruning removed first-conv filters in place; ``None`` when the
+        residual widths were changed too (``block_widths`` cannot express that)."""
+        if self.conv1.out_channels != self.stage_widths[0]:
+            return None
+        widths = []
+        for s, stage in enumerate((self.layer1, self.layer2, self.layer3)):
+            for block in stage:
+                if block.conv2.out_channels != self.stage_widths[s]:
+                    return None
+                widths.append(int(block.conv1.out_channels))
+        return {"block_widths": widths}
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

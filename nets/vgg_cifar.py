@@ -74,6 +74,7 @@ class CifarVGG(nn.Module):
         self.input_size = input_size
 
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
+        self.hidden_widths = widths
         head: list[nn.Module] = [nn.Flatten(1)]
         features = channels * size * size
         for w in widths:
@@ -93,6 +94,21 @@ class CifarVGG(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
+
+    def structure_kwargs(self) -> dict[str, list[int | str]] | None:
+        """Constructor kwargs that rebuild the current conv widths (``{"cfg": [...]}``), read from the layers,
+        so they stay right after L1 filter pruning removed filters in place; ``None`` when a hidden linear
+        layer changed width (``cfg`` cannot express that)."""
+        hidden = [m.out_features for m in self.classifier if isinstance(m, nn.Linear)][:-1]
+        if hidden != list(self.hidden_widths):
+            return None
+        cfg: list[int | str] = []
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                cfg.append(int(m.out_channels))
+            elif isinstance(m, nn.MaxPool2d):
+                cfg.append("M")
+        return {"cfg": cfg}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

@@ -10,7 +10,7 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)  # two cores, often shared: one thread per test process
 
 
 @pytest.fixture(autouse=True)

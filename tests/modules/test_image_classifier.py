@@ -74,3 +74,22 @@ def test_validation_loss_is_label_smoothed_cross_entropy(smoothing):
     (metrics,) = trainer.validate(model, _loader(), verbose=False)
     assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
     assert tuple(model.example_input_array.shape) == (1, 1, 8, 8)
+
+
+def test_best_val_acc1_is_the_running_max_and_is_checkpointed(tmp_path):
+    model = ImageClassifier(net="small_cnn", num_classes=4, input_shape=(1, 8, 8), log_images=False,
+                            optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    seen = []
+
+    class Record(pl.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                seen.append(float(pl_module.metrics["val_acc1"].compute()))
+
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=[Record()])
+    trainer.fit(model, _loader(classes=4), _loader(n=16, classes=4))
+    assert len(seen) == 4
+    assert float(trainer.callback_metrics["val/acc1_best"]) == pytest.approx(max(seen))
+    ckpt = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
+    assert ckpt["best_val_acc1"] == pytest.approx(max(seen))
