@@ -1,0 +1,29 @@
+"""Smoke tests of benchmarks/sicnn_glyphs.py and the SI pairs of benchmarks/sicnn_latency.py."""
+
+from __future__ import annotations
+
+from benchmarks.sicnn_glyphs import main as sicnn_main
+from benchmarks.sicnn_latency import sicnn_pairs
+
+
+def test_sicnn_study_smoke(tmp_path) -> None:
+    out = tmp_path / "si.json"
+    data = sicnn_main(["--seeds", "0", "--epochs", "1", "--train-size", "128", "--test-size", "64", "--rounds", "0",
+                       "--num-classes", "10", "--out", str(out)])
+    models = data["models"]
+    assert models["plain"]["width_mult"] == 1.0 and models["si"]["width_mult"] == 1.0
+    assert models["si"]["macs_all"] < models["plain"]["macs_all"]
+    assert models["si"]["elementwise_macs"] > 0 == models["plain"]["elementwise_macs"]
+    # the same-MAC plain net is the closest of the searched widths
+    assert abs(models["plain_same_macs"]["macs_all"] / models["si"]["macs_all"] - 1) < 0.05
+    assert [r["model"] for r in data["runs"]] == ["plain", "si", "plain_same_macs"]
+    assert "| si | 1.00 |" in out.with_suffix(".md").read_text()
+
+
+def test_sicnn_latency_pairs_are_consistent() -> None:
+    import torch
+
+    for pair in sicnn_pairs(quick=True)[:2]:
+        b, c = pair.baseline(), pair.candidate()
+        x = torch.randn(1, *pair.shape)
+        assert b(x).shape == c(x).shape
