@@ -15,7 +15,7 @@ from tests import fakedata
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml"))
 SMOKE = str(REPO / "tests" / "recipes" / "smoke.yaml")
-SMOKE_SECONDS = 90  # time cap per recipe on 2 CPU cores
+SMOKE_SECONDS = 120  # time cap per recipe on 2 CPU cores
 
 # datamodule class -> (writer of tiny data in its real format, or None when the data is embedded; extra args)
 SMOKE_DATA = {
