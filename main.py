@@ -263,6 +263,10 @@ class RecipeCLI(LightningCLI):
             if not any(isinstance(c, NonFiniteLossGuard) for c in recipe_callbacks):
                 defaults.append(NonFiniteLossGuard())
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": defaults}
+            # a recipe's own ModelCheckpoint without a dirpath saves into the run's checkpoints/ as well
+            for c in recipe_callbacks:
+                if isinstance(c, ModelCheckpoint) and c.dirpath is None:
+                    c.dirpath = str(self.run_dir / "checkpoints")
         return super().instantiate_trainer(**kwargs)
 
     # ---- subcommand hooks
