@@ -32,7 +32,8 @@ Layers: by default the weight of every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` (an
 LightningModule; ``quantize_first`` / ``quantize_last`` drop the first / last of them (module registration order),
 ``layers`` keeps only names matching one of the glob patterns, ``exclude`` drops matching names. Biases and
 BatchNorm parameters stay in full precision. The layers are found when fit (or validate/test/predict) starts, so a
-model changed by another callback's ``setup`` (e.g. physically pruned channels) is quantized as it is then.
+model changed by another callback's ``setup`` (e.g. physically pruned channels) is quantized as it is then; optimizers
+rebuilt later in fit (e.g. pruning at a later epoch) are picked up at the next training batch.
 
 Evaluation and export: validation, testing and prediction run at the quantized weights (BC: Q_d of the buffer in
 the forward; R/SR: the stored weights are on the grid). BC's forward hooks stay on the model after fit, so a
