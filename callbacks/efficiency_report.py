@@ -12,7 +12,7 @@ Drop-in Lightning callback (imports only torch and lightning). Counting conventi
 
 Example::
 
-    from callbacks.efficiency_report import EfficiencyReport
+    from efficiency_report import EfficiencyReport  # this file, copied alone into your project
     trainer = Trainer(callbacks=[EfficiencyReport(convention="li2017", batch_size=64)])
 
 A technique that changes the exported form of the model (e.g. packed low-bit weights) exposes

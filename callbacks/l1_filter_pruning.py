@@ -43,7 +43,7 @@ Configuration (YAML, under ``trainer.callbacks``)::
   ``ImageClassifier.load_from_checkpoint(path)`` rebuilds the pruned net without the callback. Any other model
   is rebuilt with :func:`rebuild_pruned_model`::
 
-      from callbacks.l1_filter_pruning import rebuild_pruned_model
+      from l1_filter_pruning import rebuild_pruned_model  # this file (callbacks.l1_filter_pruning here)
       ckpt = "runs/prune_resnet34_imagenet_b/checkpoints/last.ckpt"
       model = rebuild_pruned_model(torchvision.models.resnet34(), ckpt)  # reshaped, weights loaded
 

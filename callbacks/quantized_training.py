@@ -46,7 +46,7 @@ later ``trainer.test`` or a direct call also computes with Q_d(w^r); ``detach()`
 
 Example::
 
-    from callbacks.quantized_training import QuantizedTraining, load_export
+    from quantized_training import QuantizedTraining, load_export  # this file, copied alone
     trainer = Trainer(callbacks=[QuantizedTraining(method="bc", grid="binary", delta=1.0, export_path="q.pt")])
     trainer.fit(model, datamodule)
     load_export(plain_model, "q.pt")   # the binarized net, no callback needed
