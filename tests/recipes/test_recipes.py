@@ -3,6 +3,7 @@ the recipe's real on-disk format and input size, through the stacked tests/recip
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 
@@ -26,6 +27,10 @@ SMOKE_DATA = {
     "ImageNetDataModule": (lambda root: fakedata.write_imagenet(root, num_classes=1000, per_class=1), []),
     "MNISTDataModule": (fakedata.write_mnist, []),
 }
+# each technique adds its own datamodules in tests/recipes/smoke_data_<technique>.py (a SMOKE_DATA dict there)
+for _path in sorted(Path(__file__).parent.glob("smoke_data_*.py")):
+    _module = importlib.import_module(f"tests.recipes.{_path.stem}")
+    SMOKE_DATA.update(_module.SMOKE_DATA)
 
 
 def _data_class(recipe: Path) -> str:
