@@ -280,6 +280,14 @@ class GlyphsDataModule(BaseDataModule):
     standardised with the training set's scalar mean/std). With ``return_angle`` each sample is
     ``(image, label, angle_radians)``; the angles are also in ``train_angles``/``val_angles``/``test_angles``.
     With ``cache_dir`` the generated tensors are stored there as a .pt file keyed by all generation parameters.
+
+    Distribution shifts of the training split only (validation held out by ``val_fraction`` and the test set
+    stay balanced and clean; both are seeded by ``data_seed``):
+
+    * ``imbalance`` = r >= 1: a long-tailed training split, class k keeping the share ``r ** (-k / (C - 1))`` of
+      its images (class 0 all, class C-1 a fraction 1/r), as in the CIFAR-LT benchmarks.
+    * ``label_noise`` = p in [0, 1): the label of a random share p of the training images is replaced by a
+      different class drawn uniformly (symmetric noise); the true labels stay in ``train_clean_labels``.
     """
 
     input_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
@@ -305,11 +313,21 @@ class GlyphsDataModule(BaseDataModule):
         data_seed: int | None = None,
         fonts: list[str] | None = None,
         cache_dir: str | None = None,
+        imbalance: float = 1.0,
+        label_noise: float = 0.0,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, pin_memory)
         self.save_hyperparameters()
         if not 2 <= num_classes <= len(GLYPH_CHARS):
             raise ValueError(f"num_classes must be in [2, {len(GLYPH_CHARS)}], got {num_classes}")
+        if not float(imbalance) >= 1.0:
+            raise ValueError(f"data.init_args.imbalance must be >= 1 (largest / smallest class size of the training "
+                             f"split; 1 = balanced), got {imbalance}")
+        if not 0.0 <= float(label_noise) < 1.0:
+            raise ValueError(f"data.init_args.label_noise must be in [0, 1) (share of training labels replaced by "
+                             f"another class), got {label_noise}")
+        self.imbalance, self.label_noise = float(imbalance), float(label_noise)
+        self.train_clean_labels: torch.Tensor | None = None
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         base = difficulty_defaults(difficulty)
@@ -378,6 +396,8 @@ class GlyphsDataModule(BaseDataModule):
             tr_x, tr_y, tr_a = tr_x[tr_idx], tr_y[tr_idx], tr_a[tr_idx]
         else:
             va_x, va_y, va_a = te_x, te_y, te_a
+        tr_x, tr_y, tr_a, clean = self._shift_training_split(tr_x, tr_y, tr_a)
+        self.train_clean_labels = clean
         if self.normalize:
             self.mean, self.std = float(tr_x.mean()), float(tr_x.std())
             val_is_test = va_x is te_x
@@ -389,6 +409,27 @@ class GlyphsDataModule(BaseDataModule):
         self.train_set = self._dataset(tr_x, tr_y, tr_a)
         self.test_set = self._dataset(te_x, te_y, te_a)
         self.val_set = self.test_set if self.val_fraction == 0 else self._dataset(va_x, va_y, va_a)
+
+    def _shift_training_split(self, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor):
+        """Apply ``imbalance`` (subsample classes) then ``label_noise`` (flip labels); returns x, y, a, clean y."""
+        g = torch.Generator().manual_seed(derive_seed(self.data_seed, "shift"))
+        if self.imbalance > 1.0:
+            keep = []
+            for k in range(self.num_classes):
+                idx = (y == k).nonzero().flatten()
+                share = self.imbalance ** (-k / (self.num_classes - 1))
+                n = max(1, int(round(share * len(idx))))
+                keep.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+            order = torch.cat(keep).sort().values
+            x, y, a = x[order], y[order], a[order]
+        clean = y.clone()
+        if self.label_noise > 0:
+            n_noisy = int(round(self.label_noise * len(y)))
+            noisy = torch.randperm(len(y), generator=g)[:n_noisy]
+            offset = torch.randint(1, self.num_classes, (n_noisy,), generator=g)  # never the true class
+            y = y.clone()
+            y[noisy] = (y[noisy] + offset) % self.num_classes
+        return x, y, a, clean
 
     def _dataset(self, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor) -> TensorDataset:
         return TensorDataset(x, y, a) if self.return_angle else TensorDataset(x, y)

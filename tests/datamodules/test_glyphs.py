@@ -147,3 +147,32 @@ def test_cache_dir_round_trip(tmp_path):
 def test_more_classes():
     dm = _setup(num_classes=34, train_size=340, test_size=34)
     assert set(dm.train_labels.tolist()) == set(range(34))
+
+
+def test_imbalance_follows_the_long_tail_profile_and_leaves_test_balanced():
+    dm = GlyphsDataModule(num_classes=5, train_size=1000, test_size=200, difficulty=0.0, imbalance=10.0)
+    dm.setup()
+    counts = torch.bincount(dm.train_labels, minlength=5).float()
+    full = torch.bincount(GlyphsDataModule(num_classes=5, train_size=1000, test_size=200,
+                                           difficulty=0.0).generate()["train"][1], minlength=5).float()
+    expected = torch.tensor([10.0 ** (-k / 4) for k in range(5)]) * full
+    assert torch.allclose(counts, expected.round(), atol=1)
+    assert counts[0] / counts[-1] == pytest.approx(10.0, rel=0.1)
+    assert torch.bincount(dm.test_labels, minlength=5).min() >= 30  # test split untouched
+
+
+def test_label_noise_flips_exactly_the_share_to_other_classes():
+    dm = GlyphsDataModule(num_classes=10, train_size=500, test_size=50, difficulty=0.0, label_noise=0.2)
+    dm.setup()
+    flipped = dm.train_labels != dm.train_clean_labels
+    assert int(flipped.sum()) == 100
+    clean = GlyphsDataModule(num_classes=10, train_size=500, test_size=50, difficulty=0.0)
+    clean.setup()
+    assert torch.equal(dm.train_clean_labels, clean.train_labels)
+    assert torch.equal(dm.test_labels, clean.test_labels)
+
+
+@pytest.mark.parametrize("kwargs", [{"imbalance": 0.5}, {"label_noise": 1.0}, {"label_noise": -0.1}])
+def test_bad_shift_arguments_name_the_key(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        GlyphsDataModule(**kwargs)
