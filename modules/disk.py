@@ -1,0 +1,382 @@
+"""DiSK: selective distillation with a scaffolding guide (Kag, Acar, Gangrade & Saligrama, "Scaffolding a Student
+to Instill Knowledge", ICLR 2023; REFERENCE.md section 11), with the CE and standard-KD baselines on the same
+student.
+
+Equations (section 11.2, the released code's form; ``s``, ``t`` student and teacher logits, ``y`` labels, ``g``
+the guide's output in [0, 1], K = ``topk``):
+
+* top-K mask ``m_ic = 1`` if c is among the teacher's top-K classes or c = y_i (:func:`topk_mask`);
+* masked teacher (not renormalised): ``t~_ic = m_ic * softmax_c(m_ic t_ic / tau_t + (1 - m_ic) min_c' t_ic')``
+  (:func:`masked_teacher`);
+* scaffolded student (not a distribution): ``z_ic = softmax(s_i / tau_s)_c + g_i m_ic``;
+* ``L_DiSK = lambda_nll tau_s tau_t (1/N) sum_i sum_c -t~_ic log z_ic`` (:func:`disk_distill_loss`);
+* ``L_aux = lambda_aux CE(s, y)``;
+* hardness ``b_i = min(CE(s_i, argmax_c t_ic), max_ce)``; the budget value
+  ``B = (1/n_err) sum_i g_i b_i`` with n_err the student's errors in the batch (:func:`budget_value`); the
+  penalty ``P = lambda(e) relu(B - delta(e)) + lambda_nll mean_i log(1 + K g_i)`` (:func:`budget_penalty`),
+  its multiplier and bound from :class:`modules.constraints.Constraint` in ``scheduled`` mode: lambda a cosine
+  from 1 to 5 with period 50 epochs, delta a cosine from 0.6 to 0.4 with period 20 whose maximum shrinks x0.9
+  every 20 epochs (CIFAR ``runner.sh``). ``budget_form: poster`` uses the poster's
+  ``B = -(1/N) sum_i g_i log s_{y_i}`` instead.
+
+Training alternates by epoch (manual optimisation, two optimizers): ``guide_warmup`` guide epochs, then cycles of
+``student_epochs`` student epochs (guide frozen, P not used) and ``guide_epochs`` guide epochs (student frozen,
+loss ``L_DiSK + P``). The teacher is always frozen (eval mode). The guide is discarded at test time.
+
+``method: kd`` trains the student with ``alpha tau^2 KL(softmax(t/tau) || softmax(s/tau)) + (1 - alpha) CE(s, y)``
+(Hinton et al. 2015); ``method: ce`` with CE only (no teacher needed).
+
+Teacher weights come from an earlier recipe: ``init_from: <teacher recipe>`` (the platform's chaining; this
+module's ``restore_structure`` maps the teacher ImageClassifier's ``net.*`` weights onto ``teacher.*`` and keeps
+the student and guide as initialised) or ``teacher_ckpt: <path>`` (loaded at fit start; a missing file is an
+error). Without either, the teacher stays random and a warning is printed (the smoke harness runs that way).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+import lightning.pytorch as pl
+from modules.constraints import Constraint, ConstraintError, CosineSchedule
+from nets import create_net
+from nets.router import DiskGuide, FeatureTap, last_linear
+
+__all__ = ["DiSK", "TeacherCheckpointError", "budget_penalty", "budget_value", "disk_distill_loss", "kd_loss",
+           "load_net_weights", "masked_teacher", "topk_mask"]
+
+
+class TeacherCheckpointError(FileNotFoundError):
+    """A teacher/edge/cloud checkpoint is missing or does not fit (printed as one paragraph by main.py)."""
+
+    user_facing = True
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+# ------------------------------------------------------------------------------------------------ equations
+def topk_mask(teacher_logits: Tensor, targets: Tensor, k: int) -> Tensor:
+    """``m_ic``: 1 for the teacher's top-``k`` classes of each row and for the label, 0 elsewhere (float)."""
+    k = min(int(k), teacher_logits.shape[1])
+    m = torch.zeros_like(teacher_logits, dtype=torch.float32)
+    m.scatter_(1, teacher_logits.topk(k, dim=1).indices, 1.0)
+    m.scatter_(1, targets.view(-1, 1), 1.0)
+    return m
+
+
+def masked_teacher(teacher_logits: Tensor, mask: Tensor, tau_t: float) -> Tensor:
+    """``t~ = m * softmax(m t / tau_t + (1 - m) min_c t)``: masked-out logits replaced by the row's minimum raw
+    logit before the softmax, then zeroed; **not** renormalised (as released)."""
+    t = teacher_logits.float()
+    row_min = t.min(dim=1, keepdim=True).values
+    return mask * F.softmax(mask * t / tau_t + (1.0 - mask) * row_min, dim=1)
+
+
+def disk_distill_loss(student_logits: Tensor, teacher_logits: Tensor, guide: Tensor, mask: Tensor,
+                      tau_s: float = 3.5, tau_t: float = 4.0, lambda_nll: float = 0.9) -> Tensor:
+    """``L_DiSK = lambda_nll tau_s tau_t mean_i sum_c -t~_ic log(softmax(s_i/tau_s)_c + g_i m_ic)``."""
+    t_tilde = masked_teacher(teacher_logits, mask, tau_t)
+    z = F.softmax(student_logits.float() / tau_s, dim=1) + guide.view(-1, 1) * mask
+    return lambda_nll * tau_s * tau_t * (-(t_tilde * torch.log(z.clamp_min(1e-12))).sum(1)).mean()
+
+
+def budget_value(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, guide: Tensor,
+                 max_ce: float = 5.0, form: Literal["code", "poster"] = "code") -> Tensor:
+    """The guide's budget use B.
+
+    ``code``: ``(1/n_err) sum_i g_i min(CE(s_i, argmax t_i), max_ce)``, n_err = number of student errors
+    (``argmax s != y``; at least 1). ``poster``: ``-(1/N) sum_i g_i log softmax(s_i)_{y_i}``.
+    """
+    s = student_logits.float()
+    if form == "poster":
+        return -(guide * F.log_softmax(s, dim=1).gather(1, targets.view(-1, 1)).squeeze(1)).mean()
+    hard = F.cross_entropy(s, teacher_logits.argmax(1), reduction="none").clamp(max=max_ce)
+    n_err = (s.argmax(1) != targets).sum().clamp_min(1).float()
+    return (guide * hard).sum() / n_err
+
+
+def budget_penalty(constraint: Constraint, value: Tensor, guide: Tensor, k: int, lambda_nll: float) -> Tensor:
+    """``P = constraint.penalty(B)`` (``lambda(e) relu(B - delta(e))`` in scheduled mode) ``+ lambda_nll mean
+    log(1 + K g)``."""
+    return constraint.penalty(value) + lambda_nll * torch.log1p(k * guide.float()).mean()
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, tau: float = 4.0,
+            alpha: float = 0.9) -> Tensor:
+    """Standard KD: ``alpha tau^2 KL(softmax(t/tau) || softmax(s/tau)) + (1 - alpha) CE(s, y)``."""
+    kl = F.kl_div(F.log_softmax(student_logits.float() / tau, 1), F.log_softmax(teacher_logits.float() / tau, 1),
+                  reduction="batchmean", log_target=True)
+    return alpha * tau * tau * kl + (1 - alpha) * F.cross_entropy(student_logits, targets)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def _net_state(checkpoint: dict[str, Any], prefix: str = "net.") -> dict[str, Tensor]:
+    state = checkpoint.get("state_dict", checkpoint)
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return sub or dict(state)
+
+
+def load_net_weights(net: nn.Module, source: str | Path | dict[str, Any], role: str, key: str,
+                     prefix: str = "net.") -> None:
+    """Copy the ``net.*`` weights of an ImageClassifier checkpoint (a path or a loaded dict) into ``net``.
+
+    Raises :class:`TeacherCheckpointError` naming ``key`` (the recipe argument) when the file is missing or the
+    weights belong to another architecture / class count.
+    """
+    if not isinstance(source, dict):
+        path = Path(source)
+        if not path.is_file():
+            raise TeacherCheckpointError(
+                f"{key}: the {role} checkpoint {str(path)!r} does not exist. Train the {role} first with its "
+                f"recipe (the recipe header's Prerequisites line names it; its run writes "
+                f"runs/<recipe>/checkpoints/last.ckpt) or set {key} to an existing .ckpt file."
+            )
+        source = torch.load(path, map_location="cpu", weights_only=False)
+    state = _net_state(source, prefix)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = " | ".join(ln.strip() for ln in str(err).splitlines() if ln.strip())[:400]
+        raise TeacherCheckpointError(
+            f"{key}: the {role} checkpoint does not fit the {role} net this recipe builds (another architecture or "
+            f"class count). Use the checkpoint of the recipe that trained this {role} net. Details: {detail}"
+        ) from None
+
+
+def check_same_classes(a: nn.Module, b: nn.Module, names: tuple[str, str]) -> None:
+    """Teacher and student (or edge and cloud) must predict the same number of classes."""
+    na, nb = last_linear(a).out_features, last_linear(b).out_features
+    if na != nb:
+        raise ConstraintError(
+            f"{names[0]} predicts {na} classes but {names[1]} predicts {nb}: both must have the dataset's class "
+            f"count. Set {names[0]}_kwargs/{names[1]}_kwargs (or the datamodule) so they agree."
+        )
+
+
+# ------------------------------------------------------------------------------------------------ module
+class DiSK(pl.LightningModule):
+    """Student distilled from a frozen teacher with DiSK's guide (``method: disk``), standard KD or CE.
+
+    Args:
+        student, teacher: net names for ``nets.create_net`` (with ``student_kwargs``/``teacher_kwargs``).
+        num_classes, input_shape: linked from the datamodule.
+        method: ``disk`` | ``kd`` | ``ce``.
+        teacher_ckpt: an ImageClassifier checkpoint of the teacher (alternative to ``init_from``).
+        teacher_num_classes: the teacher's class count if it differs (it must not: a clear error).
+        topk, tau_s, tau_t, lambda_aux, lambda_nll, max_ce: DiSK's loss settings (CIFAR defaults).
+        lambda_min, lambda_max, lambda_period: the cosine multiplier schedule of the budget.
+        delta_max, delta_min, delta_period, delta_decay, delta_decay_every: the cosine budget schedule.
+        budget_form: ``code`` (default) or ``poster`` (see :func:`budget_value`).
+        guide_warmup, student_epochs, guide_epochs: the epoch alternation.
+        kd_tau, kd_alpha: standard KD's temperature and weight.
+        optimizer, guide_optimizer, lr_scheduler: factories (the scheduler applies to the student).
+    """
+
+    def __init__(
+        self,
+        student: str = "resnet10_s",
+        teacher: str = "resnet10_l",
+        num_classes: int = 100,
+        input_shape: tuple[int, ...] = (3, 32, 32),
+        student_kwargs: dict[str, Any] | None = None,
+        teacher_kwargs: dict[str, Any] | None = None,
+        method: Literal["disk", "kd", "ce"] = "disk",
+        teacher_ckpt: str | None = None,
+        teacher_num_classes: int | None = None,
+        topk: int = 10,
+        tau_s: float = 3.5,
+        tau_t: float = 4.0,
+        lambda_aux: float = 0.1,
+        lambda_nll: float = 0.9,
+        max_ce: float = 5.0,
+        lambda_min: float = 1.0,
+        lambda_max: float = 5.0,
+        lambda_period: int = 50,
+        delta_max: float = 0.6,
+        delta_min: float = 0.4,
+        delta_period: int = 20,
+        delta_decay: float = 0.9,
+        delta_decay_every: int = 20,
+        budget_form: Literal["code", "poster"] = "code",
+        guide_warmup: int = 5,
+        student_epochs: int = 3,
+        guide_epochs: int = 3,
+        kd_tau: float = 4.0,
+        kd_alpha: float = 0.9,
+        guide_width: int = 256,
+        optimizer: OptimizerCallable | None = None,
+        guide_optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "guide_optimizer", "lr_scheduler"])
+        if method not in ("disk", "kd", "ce"):
+            raise ConstraintError(f"method must be disk, kd or ce, got {method!r}.")
+        if not 0 < delta_min <= delta_max:
+            raise ConstraintError(f"the DiSK budget needs 0 < delta_min <= delta_max, got {delta_min}, {delta_max}.")
+        if int(topk) < 1:
+            raise ConstraintError(f"topk must be >= 1, got {topk}.")
+        in_ch = input_shape[0]
+        self.student = create_net(student, num_classes=num_classes, in_channels=in_ch, **(student_kwargs or {}))
+        t_classes = num_classes if teacher_num_classes is None else int(teacher_num_classes)
+        self.teacher = create_net(teacher, num_classes=t_classes, in_channels=in_ch, **(teacher_kwargs or {}))
+        check_same_classes(self.teacher, self.student, ("teacher", "student"))
+        self.teacher.requires_grad_(False)
+        self.teacher_tap = FeatureTap(self.teacher)
+        self.guide = DiskGuide(self.teacher_tap.dim, num_classes, guide_width) if method == "disk" else None
+        self.budget = Constraint(
+            "disk_budget", mode="scheduled",
+            schedule=CosineSchedule(lambda_min, lambda_max, period=lambda_period),
+            bound=CosineSchedule(delta_max, delta_min, period=delta_period, decay=delta_decay,
+                                 decay_every=delta_decay_every),
+        )
+        self.teacher_loaded = False
+        self.optimizer_factory = optimizer
+        self.guide_optimizer_factory = guide_optimizer
+        self.scheduler_factory = lr_scheduler
+        self.automatic_optimization = False
+        self.example_input_array = torch.zeros(1, *input_shape)
+        self.metrics = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes=num_classes, average="micro")
+                                      for s in ("train", "val", "test")})
+
+    # -------------------------------------------------------------------------------------- teacher weights
+    def restore_structure(self, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """``init_from`` hook (main.py): a teacher ImageClassifier checkpoint becomes ``teacher.*`` weights; the
+        rest of this module's state is kept, so the strict load that follows succeeds. A checkpoint of this
+        module itself (keys ``student.*``) is left untouched."""
+        state = checkpoint["state_dict"]
+        if any(k.startswith("student.") for k in state):
+            self.teacher_loaded = True
+            return
+        load_net_weights(self.teacher, checkpoint, "teacher", "init_from")
+        checkpoint["state_dict"] = self.state_dict()
+        self.teacher_loaded = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x)
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self.hparams.method == "ce":
+            return
+        if self.hparams.teacher_ckpt:
+            load_net_weights(self.teacher, self.hparams.teacher_ckpt, "teacher", "model.init_args.teacher_ckpt")
+            self.teacher_loaded = True
+        if not self.teacher_loaded:
+            warnings.warn("DiSK: no teacher weights were loaded (no init_from / teacher_ckpt): the teacher is "
+                          "random. Real runs must chain from the teacher's recipe.", stacklevel=1)
+
+    def on_fit_start(self) -> None:
+        self.budget.update(epoch=self.current_epoch)
+
+    def on_train_epoch_start(self) -> None:
+        self.budget.update(epoch=self.current_epoch)
+
+    def phase(self, epoch: int) -> str:
+        """``student`` or ``guide``: which part trains in ``epoch`` (always ``student`` for kd/ce)."""
+        h = self.hparams
+        if h.method != "disk":
+            return "student"
+        if epoch < h.guide_warmup:
+            return "guide"
+        return "student" if (epoch - h.guide_warmup) % (h.student_epochs + h.guide_epochs) < h.student_epochs \
+            else "guide"
+
+    def losses(self, x: Tensor, y: Tensor, phase: str) -> dict[str, Tensor]:
+        """All loss terms for one batch (exposed for tests and the glyph study)."""
+        h = self.hparams
+        self.teacher.eval()
+        with torch.no_grad():
+            t = self.teacher(x) if h.method != "ce" else None
+            feats = self.teacher_tap.features if t is not None else None
+        if phase == "guide":
+            with torch.no_grad():
+                s = self.student(x)
+        else:
+            s = self.student(x)
+        out: dict[str, Tensor] = {"student_logits": s}
+        if h.method == "ce":
+            out["loss"] = F.cross_entropy(s, y)
+            return out
+        if h.method == "kd":
+            out["loss"] = kd_loss(s, t, y, h.kd_tau, h.kd_alpha)
+            return out
+        g = self.guide(feats, t)
+        if phase == "student":
+            g = g.detach()
+        m = topk_mask(t, y, h.topk)
+        out["distill"] = disk_distill_loss(s, t, g, m, h.tau_s, h.tau_t, h.lambda_nll)
+        out["guide_mean"] = g.detach().mean()
+        if phase == "student":
+            out["aux"] = h.lambda_aux * F.cross_entropy(s, y)
+            out["loss"] = out["distill"] + out["aux"]
+        else:
+            b = budget_value(s, t, y, g, h.max_ce, h.budget_form)
+            out["penalty"] = budget_penalty(self.budget, b, g, h.topk, h.lambda_nll)
+            out["loss"] = out["distill"] + out["penalty"]
+        return out
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        phase = self.phase(self.current_epoch)
+        if phase == "guide":
+            self.student.eval()
+        else:
+            self.student.train()
+        if self.guide is not None:
+            self.guide.train(phase == "guide")
+        out = self.losses(x, y, phase)
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        opt = opts[1] if phase == "guide" else opts[0]
+        opt.zero_grad()
+        self.manual_backward(out["loss"])
+        opt.step()
+        bs = x.shape[0]
+        self.log(f"train/loss_{phase}", out["loss"].detach(), on_step=True, on_epoch=True, batch_size=bs)
+        for key in ("distill", "aux", "penalty", "guide_mean"):
+            if key in out:
+                self.log(f"train/{key}", out[key].detach(), on_step=False, on_epoch=True, batch_size=bs)
+        if phase == "student":
+            self.metrics["train_acc"].update(out["student_logits"].detach(), y)
+            self.log("train/acc1", self.metrics["train_acc"], on_step=False, on_epoch=True, batch_size=bs)
+        if self.hparams.method == "disk" and phase == "guide":
+            self.log_dict(self.budget.log_dict(), on_step=False, on_epoch=True, batch_size=bs)
+        return out["loss"].detach()
+
+    def on_train_epoch_end(self) -> None:
+        sch = self.lr_schedulers()
+        if sch is not None and self.phase(self.current_epoch) == "student":
+            sch.step()
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        x, y = batch[0], batch[1]
+        s = self.student(x)
+        self.metrics[f"{stage}_acc"].update(s, y)
+        self.log(f"{stage}/loss", F.cross_entropy(s, y), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.log(f"{stage}/acc1", self.metrics[f"{stage}_acc"], on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        def default(params: Any) -> torch.optim.Optimizer:
+            return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+        student_opt = (self.optimizer_factory or default)(self.student.parameters())
+        opts = [student_opt]
+        if self.guide is not None:
+            opts.append((self.guide_optimizer_factory or default)(self.guide.parameters()))
+        if self.scheduler_factory is None:
+            return opts
+        return opts, [self.scheduler_factory(student_opt)]
