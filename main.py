@@ -304,6 +304,24 @@ def _user_facing(err: BaseException) -> bool:
     return bool(getattr(err, "user_facing", False))
 
 
+def _constructor_error(err: BaseException) -> str | None:
+    """The message of an error raised inside a model/data/callback constructor, which jsonargparse wraps in
+    "Does not validate against any of the Union subtypes" (the original exception object is not chained)."""
+    text = str(err)
+    if not isinstance(err, ValueError) or "Does not validate against any of the Union subtypes" not in text:
+        return None
+    reasons = []
+    for line in text.split("Errors:", 1)[-1].splitlines():
+        line = line.strip()
+        if line.startswith("Given value"):
+            break
+        if line.startswith("- "):
+            line = line[2:]
+        if line and not line.startswith("Expected a <class 'NoneType'>"):
+            reasons.append(line)
+    return " ".join(reasons) or None
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:
     """Runs the CLI; user-facing errors are printed as one paragraph and exit with status 1.
 
@@ -313,6 +331,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:
     try:
         return RecipeCLI(args=args, run=run)
     except Exception as err:
+        reason = _constructor_error(err)
+        if reason is not None and not os.environ.get("RECIPES_RAISE"):
+            print(f"\nerror: {reason}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         if not _user_facing(err) or os.environ.get("RECIPES_RAISE"):
             raise
         if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" in str(err):

@@ -103,7 +103,11 @@ class ImageClassifier(pl.LightningModule):
                 k = name.split("_acc")[1]
                 self.log(f"{stage}/acc{k}", metric, on_step=False, on_epoch=True, prog_bar=(k == "1"),
                          batch_size=x.shape[0])
+        self.update_extra_metrics(logits.detach(), y, stage)
         return loss
+
+    def update_extra_metrics(self, logits: torch.Tensor, targets: torch.Tensor, stage: str) -> None:
+        """Hook for subclasses that track more metrics from the same forward pass (no-op here)."""
 
     def on_validation_epoch_end(self) -> None:
         """Logs ``val/acc1_best``, the best top-1 so far: papers such as Li et al. (2017) report the best

@@ -1,0 +1,274 @@
+"""Distributional constraints for distributionally constrained learning (DCL, :mod:`modules.dcl`).
+
+**The project's design** (REFERENCE.md section 9: no DCL paper or code is public). Each constraint is a
+statistic g(P) of a distribution P that the model induces on the training data -- per-class losses, the
+per-example loss distribution, the predicted labels, the confidences -- with a bound ``eps``: g(P) <= eps.
+
+Running estimates. A single batch is a poor estimate of a distribution (a class may have 2 examples in it), so
+every constraint keeps exponential moving averages (``momentum``) of the batch's sufficient statistics (sums and
+counts, all-reduced across DDP ranks before they enter the average, so every rank sees the same value). The
+constraint's *value* is g of the running statistics; its *gradient* is that of g at the current batch through a
+straight-through estimate ``s = s_running + (s_batch - s_batch.detach())``: the forward value is the running
+one, the backward pass differentiates the batch statistic. The running statistics are buffers: they are in
+every checkpoint.
+
+=====================  =========================================================================================
+name                   g(P)
+=====================  =========================================================================================
+``worst_class_loss``   max over classes k of the mean cross-entropy of class k (running per-class means); the
+                       gradient flows through the batch's mean loss of the currently worst class
+``cvar``               CVaR_a of the per-example loss: the mean of its worst ``a`` share (``alpha``), per batch
+                       ``mean(top ceil(a n) losses)``, averaged over batches
+``label_prior_kl``     KL(p_bar || pi): p_bar the mean predicted class distribution (running), pi the label prior:
+                       ``prior: labels`` (running training label frequencies, default), ``uniform`` or a list
+``calibration_gap``    expected calibration error with ``bins`` equal-width confidence bins:
+                       sum_b (n_b / n) |conf_b - acc_b| from running per-bin sums; gradient through conf_b
+=====================  =========================================================================================
+
+Build one by name with :func:`build_constraint` (``eps`` > 0 is required; an unknown name or option is a clear
+error).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["CONSTRAINTS", "CalibrationGap", "DCLConfigError", "DistributionalConstraint", "LabelPriorKL",
+           "LossCVaR", "WorstClassLoss", "build_constraint", "straight_through"]
+
+
+class DCLConfigError(ValueError):
+    """A DCL constraint is misconfigured (printed as one paragraph by main.py)."""
+
+    user_facing = True
+
+
+def straight_through(running: Tensor, batch: Tensor) -> Tensor:
+    """Forward: ``running``; backward: the gradient of ``batch`` (``running + batch - batch.detach()``)."""
+    return running.detach() + (batch - batch.detach())
+
+
+def _all_reduce_sum(t: Tensor) -> Tensor:
+    t = t.detach().clone()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+class DistributionalConstraint(nn.Module):
+    """Base class: running (EMA) sufficient statistics and ``forward(logits, targets, losses) -> g``.
+
+    Subclasses define ``batch_stats`` (a dict of local, differentiable sums/counts) and ``value`` (g from a dict
+    of statistics). Args: eps: the bound (> 0); momentum: EMA momentum in [0, 1) (0 = this batch only).
+    """
+
+    name = "constraint"
+
+    def __init__(self, eps: float, momentum: float = 0.9) -> None:
+        super().__init__()
+        if not isinstance(eps, int | float) or not math.isfinite(eps) or eps <= 0:
+            raise DCLConfigError(
+                f"DCL constraint {self.name!r}: eps must be a number > 0 (the bound g <= eps), got {eps!r}. Set "
+                f"model.init_args.constraints.{self.name}.eps in the recipe to a positive bound.")
+        if not 0.0 <= momentum < 1.0:
+            raise DCLConfigError(f"DCL constraint {self.name!r}: momentum must be in [0, 1), got {momentum!r}.")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    # -- to override ------------------------------------------------------------------------------------------
+    def batch_stats(self, logits: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def value(self, stats: dict[str, Tensor], batch: dict[str, Tensor] | None = None) -> Tensor:
+        raise NotImplementedError
+
+    # -- running statistics -----------------------------------------------------------------------------------
+    def _running(self, key: str) -> Tensor:
+        return getattr(self, f"running_{key}")
+
+    def _register_stats(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Create the running-statistic buffers (``running_<key>``), so checkpoints always hold them."""
+        for key, shape in shapes.items():
+            self.register_buffer(f"running_{key}", torch.zeros(shape))
+
+    def _update_running(self, stats: dict[str, Tensor]) -> None:
+        first = not bool(self.initialised)
+        for key, value in stats.items():
+            running = self._running(key)
+            reduced = _all_reduce_sum(value.float())
+            if first:
+                running.copy_(reduced)
+            else:
+                running.mul_(self.momentum).add_(reduced, alpha=1.0 - self.momentum)
+        self.initialised.fill_(True)
+
+    def running_stats(self) -> dict[str, Tensor]:
+        return {name[len("running_"):]: buf for name, buf in self.named_buffers(recurse=False)
+                if name.startswith("running_")}
+
+    def forward(self, logits: Tensor, targets: Tensor, losses: Tensor) -> Tensor:
+        """Update the running statistics with this batch; return g (running value, batch gradient)."""
+        stats = self.batch_stats(logits, targets, losses)
+        if self.training:
+            with torch.no_grad():
+                self._update_running(stats)
+        return self.value(self.running_stats(), stats)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, momentum={self.momentum}"
+
+
+class WorstClassLoss(DistributionalConstraint):
+    """max_k E[loss | y = k] <= eps (per-class running means of the cross-entropy)."""
+
+    name = "worst_class_loss"
+
+    def __init__(self, eps: float, num_classes: int, momentum: float = 0.9) -> None:
+        super().__init__(eps, momentum)
+        self.num_classes = int(num_classes)
+        self._register_stats({"loss_sum": (self.num_classes,), "count": (self.num_classes,)})
+
+    def batch_stats(self, logits: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:
+        onehot = F.one_hot(targets, self.num_classes).to(losses.dtype)
+        return {"loss_sum": onehot.t() @ losses, "count": onehot.sum(0)}
+
+    def class_means(self, stats: dict[str, Tensor]) -> Tensor:
+        return stats["loss_sum"] / stats["count"].clamp_min(1e-12)
+
+    def value(self, stats: dict[str, Tensor], batch: dict[str, Tensor] | None = None) -> Tensor:
+        running = self.class_means(stats)
+        seen = stats["count"] > 0
+        worst = int(torch.where(seen, running, torch.full_like(running, -math.inf)).argmax())
+        if batch is None or batch["count"][worst] == 0:
+            return running[worst].detach()
+        return straight_through(running[worst], self.class_means(batch)[worst])
+
+
+class LossCVaR(DistributionalConstraint):
+    """CVaR_alpha(loss) <= eps: the mean of the worst ``alpha`` share of per-example losses."""
+
+    name = "cvar"
+
+    def __init__(self, eps: float, alpha: float = 0.1, momentum: float = 0.9) -> None:
+        super().__init__(eps, momentum)
+        if not 0.0 < alpha <= 1.0:
+            raise DCLConfigError(f"DCL constraint 'cvar': alpha must be in (0, 1] (the tail share), got {alpha!r}.")
+        self.alpha = float(alpha)
+        self._register_stats({"tail_sum": (), "batches": ()})
+
+    def batch_stats(self, logits: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:
+        k = max(1, math.ceil(self.alpha * losses.numel()))
+        tail = losses.topk(k).values.mean()
+        return {"tail_sum": tail, "batches": torch.ones((), device=losses.device)}
+
+    def value(self, stats: dict[str, Tensor], batch: dict[str, Tensor] | None = None) -> Tensor:
+        running = stats["tail_sum"] / stats["batches"].clamp_min(1e-12)
+        if batch is None:
+            return running.detach()
+        return straight_through(running, batch["tail_sum"] / batch["batches"])
+
+
+class LabelPriorKL(DistributionalConstraint):
+    """KL(p_bar || pi) <= eps for the mean predicted distribution p_bar and the label prior pi."""
+
+    name = "label_prior_kl"
+
+    def __init__(self, eps: float, num_classes: int, prior: str | list[float] = "labels",
+                 momentum: float = 0.9) -> None:
+        super().__init__(eps, momentum)
+        self.num_classes = int(num_classes)
+        if isinstance(prior, str) and prior not in ("labels", "uniform"):
+            raise DCLConfigError(f"DCL constraint 'label_prior_kl': prior must be 'labels', 'uniform' or a list of "
+                                 f"{num_classes} class probabilities, got {prior!r}.")
+        if not isinstance(prior, str):
+            p = torch.as_tensor(prior, dtype=torch.float32)
+            if p.shape != (self.num_classes,) or (p <= 0).any():
+                raise DCLConfigError(f"DCL constraint 'label_prior_kl': a prior list needs {num_classes} positive "
+                                     f"entries, got {prior!r}.")
+            prior = (p / p.sum()).tolist()
+        self.prior = prior
+        self._register_stats({"prob_sum": (self.num_classes,), "label_count": (self.num_classes,), "n": ()})
+
+    def batch_stats(self, logits: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:
+        probs = logits.float().softmax(-1)
+        return {"prob_sum": probs.sum(0), "label_count": F.one_hot(targets, self.num_classes).float().sum(0),
+                "n": torch.tensor(float(len(targets)), device=logits.device)}
+
+    def prior_of(self, stats: dict[str, Tensor]) -> Tensor:
+        device = stats["prob_sum"].device
+        if self.prior == "uniform":
+            return torch.full((self.num_classes,), 1.0 / self.num_classes, device=device)
+        if self.prior == "labels":
+            c = stats["label_count"].detach() + 1e-6
+            return c / c.sum()
+        return torch.as_tensor(self.prior, device=device)
+
+    def value(self, stats: dict[str, Tensor], batch: dict[str, Tensor] | None = None) -> Tensor:
+        p_run = stats["prob_sum"] / stats["n"].clamp_min(1e-12)
+        p = p_run if batch is None else straight_through(p_run, batch["prob_sum"] / batch["n"])
+        p = p.clamp_min(1e-12)
+        return (p * (p.log() - self.prior_of(stats).log())).sum()
+
+
+class CalibrationGap(DistributionalConstraint):
+    """ECE = sum_b (n_b / n) |conf_b - acc_b| <= eps over ``bins`` equal-width confidence bins."""
+
+    name = "calibration_gap"
+
+    def __init__(self, eps: float, bins: int = 15, momentum: float = 0.9) -> None:
+        super().__init__(eps, momentum)
+        if int(bins) < 1:
+            raise DCLConfigError(f"DCL constraint 'calibration_gap': bins must be >= 1, got {bins!r}.")
+        self.bins = int(bins)
+        self._register_stats({"count": (self.bins,), "conf_sum": (self.bins,), "correct_sum": (self.bins,)})
+
+    def batch_stats(self, logits: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:
+        conf, pred = logits.float().softmax(-1).max(-1)
+        idx = (conf.detach() * self.bins).long().clamp_max(self.bins - 1)
+        member = F.one_hot(idx, self.bins).float()
+        return {"count": member.sum(0), "conf_sum": member.t() @ conf,
+                "correct_sum": member.t() @ (pred == targets).float()}
+
+    def value(self, stats: dict[str, Tensor], batch: dict[str, Tensor] | None = None) -> Tensor:
+        count = stats["count"].clamp_min(1e-12)
+        conf = stats["conf_sum"] / count
+        if batch is not None:
+            conf = straight_through(conf, batch["conf_sum"] / batch["count"].clamp_min(1e-12))
+        acc = (stats["correct_sum"] / count).detach()
+        weight = stats["count"] / stats["count"].sum().clamp_min(1e-12)
+        return (weight * (conf - acc).abs()).sum()
+
+
+CONSTRAINTS: dict[str, type[DistributionalConstraint]] = {
+    c.name: c for c in (WorstClassLoss, LossCVaR, LabelPriorKL, CalibrationGap)
+}
+_NEEDS_CLASSES = {"worst_class_loss", "label_prior_kl"}
+
+
+def build_constraint(name: str, num_classes: int, options: dict[str, Any]) -> DistributionalConstraint:
+    """The constraint ``name`` with ``options`` (``eps`` required), e.g. ``("cvar", 10, {"eps": 2, "alpha": .1})``."""
+    if name not in CONSTRAINTS:
+        close = difflib.get_close_matches(name, CONSTRAINTS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise DCLConfigError(f"Unknown DCL constraint {name!r} under model.init_args.constraints.{hint} Known: "
+                             f"{', '.join(CONSTRAINTS)}.")
+    options = dict(options or {})
+    if "eps" not in options:
+        raise DCLConfigError(f"DCL constraint {name!r} needs a bound: set model.init_args.constraints.{name}.eps "
+                             f"to a number > 0.")
+    cls = CONSTRAINTS[name]
+    if name in _NEEDS_CLASSES:
+        options["num_classes"] = num_classes
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise DCLConfigError(f"DCL constraint {name!r}: bad options {sorted(options)} ({err}). See the table in "
+                             f"modules/dcl_constraints.py for its options.") from None
