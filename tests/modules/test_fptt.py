@@ -1,0 +1,184 @@
+"""FPTT (REFERENCE.md section 6.2): windows, the regulariser's gradient, the lambda / W_bar updates, a whole
+training batch against a hand-written re-implementation, the epoch-end reset, the soft-target loss, and the
+state in checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning.pytorch as pl
+from modules.fptt import FPTTSequenceModel, FPTTState
+from modules.sequence_model import SequenceError, window_bounds
+
+
+def _trainer(**kw) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0, **kw)
+
+
+def _sgd(params):
+    return torch.optim.SGD(params, lr=0.1)
+
+
+def test_window_bounds_are_p_windows_plus_remainder():
+    assert window_bounds(25, 10) == [(2 * i, 2 * i + 2) for i in range(10)] + [(20, 25)]
+    assert window_bounds(20, 10) == [(2 * i, 2 * i + 2) for i in range(10)]
+    assert window_bounds(3, 3) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_sequence_shorter_than_windows_is_a_clear_error():
+    with pytest.raises(SequenceError, match="length 4 cannot be cut into 10 windows.*parts") as err:
+        window_bounds(4, 10)
+    assert getattr(err.value, "user_facing", False)
+    model = FPTTSequenceModel(cell="gru", hidden_size=3, task="regression", num_classes=1, input_shape=(4, 2),
+                              parts=10)
+    data = DataLoader(TensorDataset(torch.randn(2, 4, 2), torch.randn(2, 1)), batch_size=2)
+    with pytest.raises(SequenceError, match="cannot be cut into 10 windows"):
+        _trainer(max_steps=1).fit(model, train_dataloaders=data)
+
+
+@pytest.mark.parametrize("c", [1.0, 2.0])
+def test_regulariser_gradient_equals_minus_lambda_plus_c_alpha_w_minus_wbar(c):
+    torch.manual_seed(0)
+    params = [("a.weight", torch.randn(3, 2, requires_grad=True)), ("a.bias", torch.randn(3, requires_grad=True))]
+    state = FPTTState(params)
+    for name, p in params:
+        state.bar(name).copy_(torch.randn_like(p))
+        state.lam(name).copy_(torch.randn_like(p))
+    alpha = 0.3
+    reg = state.regularizer(params, alpha, c)
+    grads = torch.autograd.grad(reg, [p for _, p in params])
+    for (name, p), g in zip(params, grads):
+        assert torch.allclose(g, -state.lam(name) + c * alpha * (p - state.bar(name)), atol=1e-6)
+    # and its value: -<W, lambda> + c alpha / 2 ||W - W_bar||^2
+    value = sum(-(p * state.lam(n)).sum() + c * alpha / 2 * (p - state.bar(n)).pow(2).sum() for n, p in params)
+    assert reg.item() == pytest.approx(value.item(), rel=1e-6)
+
+
+def test_lambda_and_wbar_updates_follow_the_equations():
+    torch.manual_seed(1)
+    w = torch.randn(4)
+    state = FPTTState([("w", w)])
+    bar0, lam0 = torch.randn(4), torch.randn(4)
+    state.bar("w").copy_(bar0)
+    state.lam("w").copy_(lam0)
+    alpha, beta = 0.5, 0.7
+    state.update([("w", w)], alpha, beta)
+    lam1 = lam0 - alpha * (w - bar0)
+    bar1 = (1 - beta) * bar0 + beta * w - (beta / alpha) * lam1
+    assert torch.allclose(state.lam("w"), lam1, atol=1e-6)
+    assert torch.allclose(state.bar("w"), bar1, atol=1e-6)
+
+
+def _manual_fptt(net, x, y, parts, alpha, beta, lr, reg_scale=1.0):
+    """FPTT on one batch written out directly from the equations (SGD, no clipping)."""
+    params = [p for p in net.parameters()]
+    bar = [p.detach().clone() for p in params]
+    lam = [torch.zeros_like(p) for p in params]
+    bounds = window_bounds(x.shape[1], parts)
+    n = len(bounds)
+    state = None
+    for p_idx, (a, b) in enumerate(bounds):
+        hidden, state = net(x[:, a:b], state, t0=a)
+        out = net.readout(hidden[:, -1])
+        loss = (p_idx + 1) / n * F.mse_loss(out, y)
+        loss = loss + sum(-(w * l).sum() + reg_scale * alpha / 2 * (w - wb).pow(2).sum()
+                          for w, l, wb in zip(params, lam, bar))
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for w, g, l, wb in zip(params, grads, lam, bar):
+                w -= lr * g
+                l -= alpha * (w - wb)
+                wb.copy_((1 - beta) * wb + beta * w - (beta / alpha) * l)
+        state = net.detach_state(state)
+    return params, bar, lam
+
+
+@pytest.mark.parametrize("cell", ["lstm", "tarnn"])
+def test_one_batch_matches_the_equations(cell):
+    torch.manual_seed(2)
+    x, y = torch.randn(3, 7, 2), torch.randn(3, 1)
+    model = FPTTSequenceModel(cell=cell, hidden_size=4, task="regression", num_classes=1, input_shape=(7, 2),
+                              parts=3, alpha=0.4, beta=0.6, optimizer=_sgd, gradient_clip_val=None,
+                              reset_to_average=False, reset_lambda=False)
+    reference = copy.deepcopy(model.net)
+    trainer = _trainer(max_steps=1)
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=3))
+    assert trainer.global_step == 1  # one batch = one step, whatever the number of windows (here 4)
+    params, bar, lam = _manual_fptt(reference, x, y, parts=3, alpha=0.4, beta=0.6, lr=0.1)
+    names = [n for n, _ in model.net.named_parameters()]
+    for name, w, wb, lm in zip(names, params, bar, lam):
+        assert torch.allclose(dict(model.net.named_parameters())[name], w, atol=1e-5), name
+        assert torch.allclose(model.fptt.bar(name), wb, atol=1e-5), name
+        assert torch.allclose(model.fptt.lam(name), lm, atol=1e-5), name
+
+
+def test_epoch_end_sets_w_to_wbar_and_resets_lambda_before_validation():
+    torch.manual_seed(3)
+    x, y = torch.randn(2, 6, 2), torch.randn(2, 1)
+    model = FPTTSequenceModel(cell="gru", hidden_size=3, task="regression", num_classes=1, input_shape=(6, 2),
+                              parts=2, optimizer=_sgd)
+    seen = {}
+
+    class Probe(pl.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            seen["w"] = [p.detach().clone() for p in pl_module.net.parameters()]
+
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[Probe()])
+    loader = DataLoader(TensorDataset(x, y), batch_size=2)
+    trainer.fit(model, train_dataloaders=loader, val_dataloaders=loader)
+    for (name, p), w_val in zip(model.net.named_parameters(), seen["w"]):
+        assert torch.equal(p, model.fptt.bar(name)), name
+        assert torch.equal(w_val, p), name  # validation saw the averaged weights
+        assert torch.count_nonzero(model.fptt.lam(name)) == 0
+
+
+def test_classification_window_loss_with_uniform_soft_targets():
+    model = FPTTSequenceModel(cell="gru", hidden_size=3, task="classification", num_classes=4,
+                              input_shape=(8, 1), parts=4)
+    torch.manual_seed(4)
+    out, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 1])
+    n_windows = 4
+    for p in range(n_windows):
+        w = (p + 1) / n_windows
+        ce = F.cross_entropy(out, y)
+        soft = (-(0.25 * F.log_softmax(out, -1)).mean(-1)).mean()
+        expected = ce if p == n_windows - 1 else w * ce + (1 - w) * soft
+        assert model.window_loss(out, y, p, n_windows).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_state_is_checkpointed_and_not_reinitialised_on_resume(tmp_path):
+    torch.manual_seed(5)
+    x, y = torch.randn(4, 6, 2), torch.randn(4, 1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=2)
+    kw = dict(cell="lstm", hidden_size=3, task="regression", num_classes=1, input_shape=(6, 2), parts=3,
+              reset_to_average=False, reset_lambda=False)
+    model = FPTTSequenceModel(**kw)
+    trainer = _trainer(max_steps=1)
+    trainer.fit(model, train_dataloaders=loader)
+    ckpt = tmp_path / "a.ckpt"
+    trainer.save_checkpoint(ckpt)
+    sd = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert any(k.startswith("fptt.bar__") for k in sd) and any(k.startswith("fptt.lam__") for k in sd)
+    restored = FPTTSequenceModel(**kw)
+    restored.load_state_dict(sd)
+    name = "rnn.weight_hh_l0"
+    lam_before = restored.fptt.lam(name).clone()
+    assert torch.count_nonzero(lam_before) > 0
+    bar_before = restored.fptt.bar(name).clone()
+    restored.on_train_start()  # initialised flag from the checkpoint: W_bar and lambda are kept
+    assert torch.equal(restored.fptt.bar(name), bar_before) and torch.equal(restored.fptt.lam(name), lam_before)
+    # resuming the run with --ckpt_path continues from the saved state
+    resumed = FPTTSequenceModel(**kw)
+    _trainer(max_steps=2).fit(resumed, train_dataloaders=loader, ckpt_path=str(ckpt))
+    assert not torch.equal(resumed.fptt.bar(name), bar_before)
+    assert math.isfinite(float(resumed.fptt.lam(name).abs().sum()))
