@@ -2,7 +2,9 @@
 REFERENCE.md section 9) against plain training on two shifted glyph training sets.
 
 * ``imbalanced``: a long-tailed training split (``GlyphsDataModule(imbalance=R)``), balanced test set.
-  DCL constraints: worst-class loss and predicted-label prior KL against the uniform prior.
+  DCL constraint: worst-class loss (smoothed-max gradient, ``tau``). (A predicted-label KL against the uniform
+  prior is the wrong constraint here: on long-tailed *training* batches a correct classifier's mean prediction
+  follows the tail; a first pilot with it and a hard-max worst-class gradient collapsed to 44% test accuracy.)
 * ``noisy``: 20% symmetric label noise on the training split (``label_noise=0.2``), clean test set.
   DCL constraint: the calibration gap (ECE on the training batches).
 
@@ -49,8 +51,7 @@ NET_KWARGS = {"vgg9": {"cfg": [16, 16, "M", 32, 32, "M", 64, 64, "M"], "hidden":
 
 def constraints_for(setting: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     if setting == "imbalanced":
-        return {"worst_class_loss": {"eps": args.worst_eps},
-                "label_prior_kl": {"eps": args.kl_eps, "prior": "uniform"}}
+        return {"worst_class_loss": {"eps": args.worst_eps, "tau": args.tau}}
     return {"calibration_gap": {"eps": args.ece_eps}}
 
 
@@ -143,8 +144,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
              f"Net {a['net']} {NET_KWARGS.get(a['net'], '')} on glyphs (10 classes, difficulty {a['difficulty']}, {a['train_size']} generated training "
              f"images before the shift, {a['test_size']} balanced clean test images, data_seed {a['data_seed']}); SGD "
              f"lr {a['lr']} momentum 0.9 wd 5e-4, cosine over {a['epochs']} epochs, batch {a['batch_size']}. "
-             f"imbalanced: imbalance {a['imbalance']} (class 0 : class 9 training images); DCL constraints "
-             f"worst_class_loss <= {a['worst_eps']}, label_prior_kl(uniform) <= {a['kl_eps']}. noisy: label noise "
+             f"imbalanced: imbalance {a['imbalance']} (class 0 : class 9 training images); DCL constraint "
+             f"worst_class_loss <= {a['worst_eps']} (tau {a['tau']}). noisy: label noise "
              f"{a['label_noise']}; DCL constraint calibration_gap <= {a['ece_eps']}. Dual step {a['dual_lr']}. "
              "Gap = accuracy on the training set as trained on (noisy labels included) - test accuracy.", ""]
     for setting, s in data["summary"].items():
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--imbalance", type=float, default=20.0)
     p.add_argument("--label-noise", type=float, default=0.2)
     p.add_argument("--worst-eps", type=float, default=0.3)
-    p.add_argument("--kl-eps", type=float, default=0.005)
+    p.add_argument("--tau", type=float, default=0.2)
     p.add_argument("--ece-eps", type=float, default=0.02)
     p.add_argument("--dual-lr", type=float, default=0.05)
     p.add_argument("--cache-dir", default=None)

@@ -16,7 +16,9 @@ every checkpoint.
 name                   g(P)
 =====================  =========================================================================================
 ``worst_class_loss``   max over classes k of the mean cross-entropy of class k (running per-class means); the
-                       gradient flows through the batch's mean loss of the currently worst class
+                       gradient is that of a smoothed max: the batch's class means weighted by
+                       softmax(running means / ``tau``) over the classes present in the batch (``tau`` -> 0:
+                       the worst class alone), so the step spreads over the hard classes, as group DRO's
 ``cvar``               CVaR_a of the per-example loss: the mean of its worst ``a`` share (``alpha``), per batch
                        ``mean(top ceil(a n) losses)``, averaged over batches
 ``label_prior_kl``     KL(p_bar || pi): p_bar the mean predicted class distribution (running), pi the label prior:
@@ -127,13 +129,17 @@ class DistributionalConstraint(nn.Module):
 
 
 class WorstClassLoss(DistributionalConstraint):
-    """max_k E[loss | y = k] <= eps (per-class running means of the cross-entropy)."""
+    """max_k E[loss | y = k] <= eps (per-class running means of the cross-entropy; gradient of a smoothed max)."""
 
     name = "worst_class_loss"
 
-    def __init__(self, eps: float, num_classes: int, momentum: float = 0.9) -> None:
+    def __init__(self, eps: float, num_classes: int, tau: float = 0.2, momentum: float = 0.9) -> None:
         super().__init__(eps, momentum)
+        if not tau >= 0:
+            raise DCLConfigError(f"DCL constraint 'worst_class_loss': tau must be >= 0 (softmax temperature of the "
+                                 f"class weights; 0 = the worst class only), got {tau!r}.")
         self.num_classes = int(num_classes)
+        self.tau = float(tau)
         self._register_stats({"loss_sum": (self.num_classes,), "count": (self.num_classes,)})
 
     def batch_stats(self, logits: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:
@@ -146,10 +152,16 @@ class WorstClassLoss(DistributionalConstraint):
     def value(self, stats: dict[str, Tensor], batch: dict[str, Tensor] | None = None) -> Tensor:
         running = self.class_means(stats)
         seen = stats["count"] > 0
-        worst = int(torch.where(seen, running, torch.full_like(running, -math.inf)).argmax())
-        if batch is None or batch["count"][worst] == 0:
-            return running[worst].detach()
-        return straight_through(running[worst], self.class_means(batch)[worst])
+        worst = torch.where(seen, running, torch.full_like(running, -math.inf)).max()
+        if batch is None:
+            return worst.detach()
+        present = batch["count"] > 0
+        scores = torch.where(present, running, torch.full_like(running, -math.inf)).detach()
+        if self.tau == 0:
+            weights = F.one_hot(scores.argmax(), self.num_classes).to(running.dtype)
+        else:
+            weights = (scores / self.tau).softmax(-1)
+        return straight_through(worst, (weights * self.class_means(batch)).sum())
 
 
 class LossCVaR(DistributionalConstraint):

@@ -26,10 +26,15 @@ def _grad(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def test_worst_class_loss_is_the_max_class_mean_with_its_gradient():
     losses = torch.tensor([1.0, 2.0, 3.0, 5.0], requires_grad=True)
     targets = torch.tensor([0, 0, 1, 1])
-    c = WorstClassLoss(eps=1.0, num_classes=3)
+    c = WorstClassLoss(eps=1.0, num_classes=3, tau=0.0)
     g = c(torch.zeros(4, 3), targets, losses)
     assert g.item() == pytest.approx(4.0)  # class 1: (3 + 5) / 2; class 2 absent
     assert _grad(g, losses).tolist() == [0.0, 0.0, 0.5, 0.5]
+    soft = WorstClassLoss(eps=1.0, num_classes=3, tau=1.0)
+    g = soft(torch.zeros(4, 3), targets, losses)
+    assert g.item() == pytest.approx(4.0)  # the value is the max; the gradient is the softmax-weighted one
+    w1 = math.exp(4.0) / (math.exp(1.5) + math.exp(4.0))  # classes present: means 1.5 and 4.0
+    assert _grad(g, losses).tolist() == pytest.approx([(1 - w1) / 2, (1 - w1) / 2, w1 / 2, w1 / 2])
 
 
 def test_cvar_is_the_mean_of_the_worst_alpha_share():
@@ -79,7 +84,7 @@ def test_running_estimate_averages_batches_and_differentiates_the_current_one():
 
 
 def test_worst_class_uses_running_means_across_batches():
-    c = WorstClassLoss(eps=1.0, num_classes=2, momentum=0.5)
+    c = WorstClassLoss(eps=1.0, num_classes=2, momentum=0.5, tau=0.0)
     c(torch.zeros(2, 2), torch.tensor([0, 1]), torch.tensor([4.0, 1.0]))  # class 0 is the worst so far
     losses = torch.tensor([1.0, 2.0], requires_grad=True)
     g = c(torch.zeros(2, 2), torch.tensor([0, 1]), losses)
@@ -118,7 +123,7 @@ def test_multiplier_rises_while_violated_and_decays_to_zero_once_satisfied():
 
 def test_penalty_adds_lambda_times_violation_to_the_loss():
     torch.manual_seed(0)
-    m = _module(constraints={"worst_class_loss": {"eps": 0.5}})
+    m = _module(constraints={"worst_class_loss": {"eps": 0.5, "tau": 0.0}})
     m.multipliers["worst_class_loss"].lam.fill_(2.0)
     batch = (torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2]))
     lagrangian = m.training_step(batch, 0)
