@@ -46,6 +46,15 @@ Networks (all registered, built with ``nets.create_net``):
   replaces the remaining repeats by ONE Global layer whose ``core`` is one inverted-residual block of the stage
   (``h(0) = IR(f)``), K = 1, constant diffusivity. Per-stage options follow the released architecture strings
   (velocity "dot" product, ``dt``, ``dx``, ``cDx``; see ``_GLOBAL_MNV2`` etc. below).
+  Counts (REFERENCE.md 7.4; ``results/global_counts.md``): these nets follow the released strings block by block
+  (which stages hold a Global layer, expansion ratios, kernels, SE, activations, the 1280-wide head; checked
+  against ``efficientnet_builder.py``/``global_layer.py``), giving 2.95M / 234M (MobileNetV2), 3.87M / 174M
+  (MobileNetV3-Large) and 3.82M / 295M (EfficientNet-B0) params / MACs at 224x224, against the poster's 1.6M /
+  193M, 3M / 156M and 2.4M / 244M. No counting convention closes the gap: without the classifier they are
+  1.67M / 232M, 2.59M / 173M and 2.54M / 294M (``thop`` on the released timm model counts exactly these
+  parameters, as timm's classifier is a ``Linear`` subclass that thop has no rule for, and at least these MACs);
+  dropping the 1x1 head too still leaves more MACs than published, and no input side matches. The published ImageNet Global numbers are not reproducible from the
+  released code; these nets keep the released configuration.
 * ``global_illustrative``: the paper's ~500-parameter illustrative model (``train_mnist_illustrative_example.py``)
   with ``backbone`` "conv" | "residual" | "pde".
 
