@@ -17,7 +17,7 @@ comparisons are paired):
 3. **scratch**: the pruned widths (``block_widths`` from the pruned net's ``structure_kwargs()``) built fresh and
    trained with the baseline's schedule (the paper's "scratch-train" rows).
 
-Glyphs are average-pooled to 16x16 (``--pool 2``) to fit the CPU budget; MACs and parameters are counted for
+Glyphs are average-pooled to 8x8 (``--pool 4``, as benchmarks/landscape_glyphs.py) to fit the CPU budget; MACs and parameters are counted for
 that input under the paper's ``li2017`` convention (conv and linear layers only).
 
 Claims, fixed before running (``benchmarks.seeds.compare``, paired by seed, 95% Student-t interval):
@@ -27,7 +27,7 @@ Claims, fixed before running (``benchmarks.seeds.compare``, paired by seed, 95% 
 
 The scratch-vs-retrained gap is reported with its interval, without a claim.
 
-Usage (about 25 minutes on 2 idle CPU cores for the defaults; results are written after every seed, and a rerun
+Usage (about 15 minutes on 2 idle CPU cores for the defaults; results are written after every seed, and a rerun
 with the same ``--out`` skips finished seeds)::
 
     nohup python -m benchmarks.prune_glyphs --out results/prune_glyphs.json > /tmp/prune_glyphs.log 2>&1 &
@@ -62,7 +62,7 @@ def _trainer(epochs: int, callbacks: list | None = None):
                       num_sanity_val_steps=0, callbacks=callbacks or [])
 
 
-def _classifier(block_widths: list[int] | None, lr: float, epochs: int | None):
+def _classifier(block_widths: list[int] | None, lr: float, epochs: int | None, size: int):
     from modules.image_classifier import ImageClassifier
 
     def scheduler(o: torch.optim.Optimizer) -> Any:
@@ -73,7 +73,7 @@ def _classifier(block_widths: list[int] | None, lr: float, epochs: int | None):
     kwargs: dict[str, Any] = {"shortcut": "A"}
     if block_widths is not None:
         kwargs["block_widths"] = block_widths
-    return ImageClassifier(net="resnet20", num_classes=10, input_shape=(1, 16, 16), net_kwargs=kwargs,
+    return ImageClassifier(net="resnet20", num_classes=10, input_shape=(1, size, size), net_kwargs=kwargs,
                            optimizer=lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9, weight_decay=1e-4),
                            lr_scheduler=scheduler, log_images=False)
 
@@ -106,7 +106,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         # 1. baseline
         pl.seed_everything(seed, verbose=False)
-        base = _classifier(None, args.lr, args.epochs)
+        base = _classifier(None, args.lr, args.epochs, 32 // args.pool)
         dm = data()
         t0 = time.perf_counter()
         _trainer(args.epochs).fit(base, datamodule=dm)
@@ -117,7 +117,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
         # 2. one-shot pruning in the callback's setup, then retraining at a constant lr
         pl.seed_everything(seed, verbose=False)
-        pruned = _classifier(None, args.retrain_lr, None)
+        pruned = _classifier(None, args.retrain_lr, None, 32 // args.pool)
         pruned.load_state_dict(base.state_dict())
         pruning = L1FilterPruning(ratios=RATIOS)
         acc_after: dict[str, float] = {}
@@ -141,7 +141,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
         # 3. the pruned architecture from scratch, baseline schedule
         pl.seed_everything(seed, verbose=False)
-        scratch = _classifier(widths, args.lr, args.epochs)
+        scratch = _classifier(widths, args.lr, args.epochs, 32 // args.pool)
         t0 = time.perf_counter()
         _trainer(args.epochs).fit(scratch, datamodule=data())
         out["scratch_seconds"] = time.perf_counter() - t0
@@ -225,15 +225,15 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--retrain-epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--retrain-epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--retrain-lr", type=float, default=0.001)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--train-size", type=int, default=4000)
+    p.add_argument("--train-size", type=int, default=3000)
     p.add_argument("--test-size", type=int, default=2000)
     p.add_argument("--difficulty", type=float, default=0.8)
-    p.add_argument("--pool", type=int, default=2)
+    p.add_argument("--pool", type=int, default=4)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="results/prune_glyphs.json")
