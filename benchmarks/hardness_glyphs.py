@@ -1,0 +1,354 @@
+"""CPU-scale reproduction of the three input-hardness claims (REFERENCE.md sections 10 and 11, issue 8 item 6) on
+the procedural glyphs dataset (20 classes, 1x32x32, difficulty 0.5), over 5 seeds:
+
+1. **OSP vs softmax response** (Gangrade, Kag & Saligrama AISTATS 2021): coverage at 2% selective error of the
+   teacher-size net trained with OSP above that of the same net (same init and data order) trained with CE and
+   thresholded on its max softmax (the CE teacher itself).
+2. **Hybrid router vs entropy routing** (Kag et al. ICLR 2023): at 70% edge coverage, the accuracy of the hybrid
+   (edge + cloud, learned router, paper's alternating scheme) above that of routing by edge softmax entropy,
+   with the same edge and cloud models.
+3. **DiSK > KD > CE** (Kag et al. ICLR 2023): student test accuracy.
+
+Models per seed (same data and same student initialisation for every student method; comparisons paired by
+seed): the teacher / cloud ``resnet10_s`` (4.2M MACs at 100 classes) trained with CE; the student / edge
+``resnet10_xxxs`` (0.8M MACs) trained by CE, KD and DiSK with the same optimizer, epochs and data order.
+The teacher is frozen and the data are not augmented, so its logits and features are computed once per seed.
+DiSK's student gets the same number of student epochs as CE and KD, plus ``guide_warmup`` + interleaved guide
+epochs (student frozen); its lambda/delta cosine schedules keep the published end points (lambda 1 -> 5,
+delta 0.6 -> 0.4, x0.9 decay) with periods scaled to the run length. The hybrid uses the CE student as edge and
+the teacher as cloud: router fit (edge and cloud fixed), edge adapted with the (2 - r) weights (the cloud is
+**not** adapted here, to save CPU), router refit. Evaluation on the held-out test set.
+
+Claims and margins, fixed before running (percentage points, ``benchmarks.seeds.compare``, paired 95% interval):
+each claim "A > B" is met when the low end of the interval of (A - B) is above ``MARGIN`` = 0.
+
+Usage (about 2 CPU-minutes per seed on an idle core; the seeds can run as parallel processes and be merged)::
+
+    nohup python -m benchmarks.hardness_glyphs --out results/hardness_glyphs.json > /tmp/hardness.log 2>&1 &
+    # or one process per seed, then:
+    python -m benchmarks.hardness_glyphs --out results/hardness_glyphs.json --merge part_0.json ... part_4.json
+
+Results are written after every seed (``.json``, ``.md``), so an interrupted study keeps what finished; rerunning
+with the same ``--out`` skips the seeds already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+CLAIMS = [
+    ("osp_cov@err2", "sr_cov@err2", "OSP coverage at 2% error > softmax response"),
+    ("hybrid_acc@cov70", "entropy_acc@cov70", "hybrid accuracy at 70% coverage > entropy routing"),
+    ("disk_acc", "kd_acc", "DiSK student > KD student"),
+    ("kd_acc", "ce_acc", "KD student > CE student"),
+]
+MARGIN = 0.0
+
+
+def _batches(n: int, batch_size: int, g: torch.Generator):
+    perm = torch.randperm(n, generator=g)
+    for i in range(0, n, batch_size):
+        yield perm[i:i + batch_size]
+
+
+def _sgd(params, args, steps):
+    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+
+
+@torch.no_grad()
+def _logits_feats(net, tap, x, bs=1000):
+    net.eval()
+    outs, feats = [], []
+    for i in range(0, len(x), bs):
+        outs.append(net(x[i:i + bs]))
+        feats.append(tap.features)
+    return torch.cat(outs), torch.cat(feats)
+
+
+def train_ce(net, x, y, args, seed, loss_fn=None, epochs=None):
+    """Plain training loop; ``loss_fn(net, idx, xb, yb)`` replaces CE."""
+    epochs = epochs or args.epochs
+    g = torch.Generator().manual_seed(seed)
+    steps = epochs * math.ceil(len(x) / args.batch_size)
+    opt, sch = _sgd(net.parameters(), args, steps)
+    for _ in range(epochs):
+        net.train()
+        for idx in _batches(len(x), args.batch_size, g):
+            loss = loss_fn(net, idx, x[idx], y[idx]) if loss_fn else F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sch.step()
+    return net
+
+
+def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from datamodules.glyphs import GlyphsDataModule
+    from modules.constraints import Constraint, CosineSchedule
+    from modules.disk import budget_penalty, budget_value, disk_distill_loss, kd_loss, topk_mask
+    from modules.hybrid_router import entropy, hybrid_accuracy, proxy_labels, route, router_loss
+    from modules.selective_classifier import osp_loss
+    from modules.selective_metrics import coverage_at_error
+    from nets import create_net
+    from nets.router import DiskGuide, FeatureTap, HybridRouter
+
+    t0 = time.perf_counter()
+    dm = GlyphsDataModule(num_classes=args.classes, difficulty=args.difficulty, train_size=args.train_size,
+                          test_size=args.test_size, seed=seed, cache_dir=args.cache_dir)
+    dm.setup("fit")
+    x, y, xt, yt = dm.train_images, dm.train_labels, dm.test_images, dm.test_labels
+    C = args.classes
+    res: dict[str, Any] = {"seed": seed}
+
+    def student():
+        torch.manual_seed(seed)
+        return create_net(args.student, num_classes=C, in_channels=1)
+
+    def acc(net):
+        logits, _ = _logits_feats(net, FeatureTap(net), xt)
+        return logits, float((logits.argmax(1) == yt).float().mean() * 100)
+
+    # teacher / cloud
+    torch.manual_seed(seed + 1000)
+    teacher = create_net(args.teacher, num_classes=C, in_channels=1)
+    train_ce(teacher, x, y, args, seed + 1000, epochs=args.teacher_epochs)
+    t_tap = FeatureTap(teacher)
+    t_logits, t_feats = _logits_feats(teacher, t_tap, x)
+    tt_logits, _ = _logits_feats(teacher, t_tap, xt)
+    res["teacher_acc"] = float((tt_logits.argmax(1) == yt).float().mean() * 100)
+
+    # CE student (also the softmax-response model and the edge model)
+    ce = train_ce(student(), x, y, args, seed)
+    ce_logits, res["ce_acc"] = acc(ce)
+
+    # KD student
+    kd = train_ce(student(), x, y, args, seed,
+                  loss_fn=lambda net, idx, xb, yb: kd_loss(net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha))
+    _, res["kd_acc"] = acc(kd)
+
+    # DiSK student: guide warm-up, then (student_epochs student, 1 guide) cycles; student epochs = args.epochs
+    dk = student()
+    guide = DiskGuide(t_feats.shape[1], C, width=64)
+    total = args.disk_warmup + args.epochs + math.ceil(args.epochs / args.disk_student_epochs)
+    budget = Constraint("disk_budget", mode="scheduled", schedule=CosineSchedule(1.0, 5.0, period=total),
+                        bound=CosineSchedule(0.6, 0.4, period=max(total // 2, 1), decay=0.9,
+                                             decay_every=max(total // 2, 1)))
+    g = torch.Generator().manual_seed(seed)
+    steps = args.epochs * math.ceil(len(x) / args.batch_size)
+    s_opt, s_sch = _sgd(dk.parameters(), args, steps)
+    g_opt = torch.optim.SGD(guide.parameters(), lr=args.lr, momentum=0.9)
+    s_done, epoch = 0, 0
+    while s_done < args.epochs:
+        phase = "guide" if epoch < args.disk_warmup or \
+            (epoch - args.disk_warmup) % (args.disk_student_epochs + 1) == args.disk_student_epochs else "student"
+        budget.update(epoch=epoch)
+        dk.train(phase == "student")
+        guide.train(phase == "guide")
+        for idx in _batches(len(x), args.batch_size, g):
+            xb, yb, tl, tf = x[idx], y[idx], t_logits[idx], t_feats[idx]
+            m = topk_mask(tl, yb, args.topk)
+            if phase == "student":
+                s = dk(xb)
+                with torch.no_grad():
+                    gv = guide(tf, tl)
+                loss = disk_distill_loss(s, tl, gv, m, args.tau_s, args.tau_t, 0.9) + 0.1 * F.cross_entropy(s, yb)
+                opt = s_opt
+            else:
+                with torch.no_grad():
+                    s = dk(xb)
+                gv = guide(tf, tl)
+                loss = disk_distill_loss(s, tl, gv, m, args.tau_s, args.tau_t, 0.9) + budget_penalty(
+                    budget, budget_value(s, tl, yb, gv, 5.0), gv, args.topk, 0.9)
+                opt = g_opt
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if phase == "student":
+                s_sch.step()
+        s_done += phase == "student"
+        epoch += 1
+    _, res["disk_acc"] = acc(dk)
+
+    # OSP on the teacher's net and init (paper Lagrangian, learned multipliers through the constraint engine);
+    # softmax response is the CE-trained teacher itself
+    p = tt_logits.softmax(1)
+    res["sr_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
+    torch.manual_seed(seed + 1000)
+    osp = create_net(args.teacher, num_classes=C, in_channels=1)
+    osp_tap = FeatureTap(osp)
+    aux = torch.nn.Linear(osp_tap.dim, C)
+    eps = torch.nn.Parameter(torch.full((C,), 0.5))
+    mult = Constraint("osp_error", mode="learned", shape=(C,), init=args.mu - 0.5, hinge=False)
+    g = torch.Generator().manual_seed(seed + 1000)
+    steps = args.teacher_epochs * math.ceil(len(x) / args.batch_size)
+    opt = torch.optim.SGD([{"params": list(osp.parameters()) + list(aux.parameters())},
+                           {"params": [eps, mult.lam], "weight_decay": 0.0}], lr=args.lr, momentum=0.9,
+                          weight_decay=5e-4)
+    sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(args.teacher_epochs):
+        osp.train()
+        for idx in _batches(len(x), args.batch_size, g):
+            out = osp(x[idx])
+            loss = 0.9 * osp_loss(out, y[idx], mult, eps, args.mu, "paper") + 0.1 * F.cross_entropy(
+                aux(osp_tap.features), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sch.step()
+    o_logits, res["osp_acc"] = acc(osp)
+    p = o_logits.softmax(1)
+    res["osp_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
+    res["osp_lambda_mean"] = float(mult.multiplier.mean())
+
+    # Hybrid: edge = CE student, cloud = teacher; router fit, edge adapted with (2 - r), router refit
+    edge = ce
+    e_tap = FeatureTap(edge)
+    cov_c = Constraint("coverage", mode="fixed", init=1.0, bound=0.7, direction="ge")
+
+    def fit_router():
+        e_logits, e_feats = _logits_feats(edge, e_tap, x)
+        _, keep = proxy_labels(e_logits, t_logits, y)
+        torch.manual_seed(seed + 7)
+        router = HybridRouter(e_feats.shape[1], topk=10, hidden=(128, 32), num_classes=C)
+        ropt = torch.optim.Adam(router.parameters(), lr=1e-3, weight_decay=5e-4)
+        gr = torch.Generator().manual_seed(seed)
+        for _ in range(args.router_epochs):
+            router.train()
+            for idx in _batches(len(x), args.batch_size, gr):
+                bce, pen = router_loss(router(e_logits[idx], e_feats[idx]), keep[idx], cov_c)
+                ropt.zero_grad()
+                (bce + pen).backward()
+                ropt.step()
+        return router.eval()
+
+    router = fit_router()
+
+    def adapt(net, idx, xb, yb):
+        out = net(xb)
+        with torch.no_grad():
+            router.eval()
+            send = 1 - torch.sigmoid(router(out.detach(), e_tap.features.detach()))
+        return ((2 - send) * F.cross_entropy(out, yb, reduction="none")).mean()
+
+    args_adapt = argparse.Namespace(**{**vars(args), "lr": args.lr * 0.1})
+    train_ce(edge, x, y, args_adapt, seed + 3, loss_fn=adapt, epochs=args.adapt_epochs)
+    router = fit_router()
+    with torch.no_grad():
+        e_logits, e_feats = _logits_feats(edge, e_tap, xt)
+        keep_score = router(e_logits, e_feats)
+    e_ok, c_ok = e_logits.argmax(1) == yt, tt_logits.argmax(1) == yt
+    res["edge_acc"] = float(e_ok.float().mean() * 100)
+    for c in (0.9, 0.7, 0.5):
+        k = f"{c * 100:g}"
+        res[f"hybrid_acc@cov{k}"] = hybrid_accuracy(e_ok, c_ok, route(keep_score, c)) * 100
+        res[f"entropy_acc@cov{k}"] = hybrid_accuracy(e_ok, c_ok, route(-entropy(e_logits), c)) * 100
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    from benchmarks.seeds import compare, mean_ci
+
+    keys = [k for k in runs[0] if k not in ("seed",)]
+    out: dict[str, Any] = {"n_seeds": len(runs)}
+    if len(runs) >= 2:
+        out["intervals"] = {k: vars(mean_ci([r[k] for r in runs])) for k in keys}
+    claims = []
+    for a, b, text in CLAIMS:
+        entry = {"claim": text, "a": a, "b": b, "margin": MARGIN}
+        if len(runs) >= 5:
+            c = compare([r[a] for r in runs], [r[b] for r in runs], margin=MARGIN, names=(a, b))
+            entry.update(diff=c.diff, low=c.low, high=c.high, met=c.margin_met, text=str(c))
+        claims.append(entry)
+    out["claims"] = claims
+    return out
+
+
+def write_markdown(path: Path, data: dict[str, Any]) -> None:
+    s = data["summary"]
+    lines = [f"# Input hardness on glyphs ({s['n_seeds']} seeds)", "", f"Command: `{data['command']}`", "",
+             f"Machine: {data['machine']}", "", "| quantity | mean | 95% interval |", "|---|---|---|"]
+    for k, iv in s.get("intervals", {}).items():
+        lines.append(f"| {k} | {iv['mean']:.2f} | [{iv['low']:.2f}, {iv['high']:.2f}] |")
+    lines += ["", f"Claims (paired 95% interval of A - B; met when low > {MARGIN}, margin fixed in advance):", ""]
+    for c in s["claims"]:
+        verdict = ("**met**" if c["met"] else "**not met**") if "met" in c else "(fewer than 5 seeds)"
+        lines.append(f"* {c['claim']}: {c.get('text', '')} {verdict}")
+    lines += ["", "Per-seed values are in the JSON file next to this one.", ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="results/hardness_glyphs.json")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--classes", type=int, default=20)
+    ap.add_argument("--difficulty", type=float, default=0.5)
+    ap.add_argument("--train_size", type=int, default=2000)
+    ap.add_argument("--test_size", type=int, default=3000)
+    ap.add_argument("--student", default="resnet10_xxxs")
+    ap.add_argument("--teacher", default="resnet10_s")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--teacher_epochs", type=int, default=8)
+    ap.add_argument("--batch_size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--kd_tau", type=float, default=4.0)
+    ap.add_argument("--kd_alpha", type=float, default=0.9)
+    ap.add_argument("--topk", type=int, default=5)
+    ap.add_argument("--tau_s", type=float, default=3.5)
+    ap.add_argument("--tau_t", type=float, default=4.0)
+    ap.add_argument("--disk_warmup", type=int, default=1)
+    ap.add_argument("--disk_student_epochs", type=int, default=3)
+    ap.add_argument("--mu", type=float, default=1.67)
+    ap.add_argument("--router_epochs", type=int, default=8)
+    ap.add_argument("--adapt_epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache_dir", default=None)
+    ap.add_argument("--merge", nargs="+", default=None, help="JSON files of partial runs to merge into --out")
+    args = ap.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
+        data = {**parts[0], "runs": runs, "summary": summarise(runs),
+                "command": parts[0]["command"].split(" --out")[0] + " (seeds run in parallel, merged with --merge)"}
+        Path(args.out).write_text(json.dumps(data, indent=1))
+        write_markdown(Path(args.out).with_suffix(".md"), data)
+        return data
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    if out.exists():
+        old = json.loads(out.read_text())
+        if old.get("settings") == {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "threads")}:
+            runs = old["runs"]
+    done = {r["seed"] for r in runs}
+    command = "python -m benchmarks.hardness_glyphs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    data: dict[str, Any] = {}
+    for seed in args.seeds:
+        if seed in done:
+            continue
+        runs.append(run_seed(seed, args))
+        print(json.dumps(runs[-1]), flush=True)
+        data = {"command": command, "machine": f"cpu2 (2 shared cores), {platform.processor() or platform.machine()}",
+                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "threads")},
+                "runs": runs, "summary": summarise(runs)}
+        out.write_text(json.dumps(data, indent=1))
+        write_markdown(out.with_suffix(".md"), data)
+    return data
+
+
+if __name__ == "__main__":
+    main()
