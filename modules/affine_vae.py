@@ -339,6 +339,20 @@ class AffineVAE(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
 
+    def encode_with_pose(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference: the representation (z, alpha) of each sample -- alpha* from the search (at the evaluation
+        budget), z = mu(A_alpha*(x)) -- with the loss at alpha*. A plain VAE (``mode="none"``) returns alpha = None."""
+        with torch.no_grad():
+            alpha = self._pose(x, self.mode != "none", "test")
+            xt = x if alpha is None else warp(x, self._theta(alpha))
+            mu, _ = self.net.encode(xt)
+            loss = self.pose_loss(x, alpha)
+        return {"z": mu, "alpha": alpha, "loss": loss}
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self.encode_with_pose(x)
+
     def on_validation_epoch_end(self) -> None:
         grid_batch, self._val_grid_batch = self._val_grid_batch, None
         if grid_batch is None or not self.hparams.log_images or self.trainer.sanity_checking:

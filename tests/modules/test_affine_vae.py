@@ -189,3 +189,13 @@ def test_plain_vae_mode_has_no_search():
         m.search_alpha(torch.rand(1, 1, 32, 32))
     loss = m.training_step((torch.rand(2, 1, 32, 32),), 0)
     assert torch.isfinite(loss)
+
+
+def test_inference_returns_the_pose_and_latent_pair():
+    m = _model(eval_restarts=3, eval_steps=1).eval()
+    out = m.encode_with_pose(torch.rand(2, 1, 32, 32))
+    assert out["z"].shape == (2, 4) and out["alpha"].shape == (2, 1) and out["loss"].shape == (2,)
+    with torch.no_grad():
+        x = torch.rand(2, 1, 32, 32)
+        out = m.encode_with_pose(x)
+        assert torch.allclose(m.pose_loss(x, out["alpha"]), out["loss"], rtol=1e-5)
