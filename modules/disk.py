@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import lightning.pytorch as pl
-from modules.constraints import Constraint, ConstraintError, CosineSchedule
+from modules.constraints import Constraint, ConstraintError, CosineSchedule, check_fraction
 from nets import create_net
 from nets.router import DiskGuide, FeatureTap, last_linear
 
@@ -220,8 +220,10 @@ class DiSK(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "guide_optimizer", "lr_scheduler"])
         if method not in ("disk", "kd", "ce"):
             raise ConstraintError(f"method must be disk, kd or ce, got {method!r}.")
-        if not 0 < delta_min <= delta_max:
-            raise ConstraintError(f"the DiSK budget needs 0 < delta_min <= delta_max, got {delta_min}, {delta_max}.")
+        check_fraction("delta_max", delta_max, "DiSK's budget on the guide")
+        check_fraction("delta_min", delta_min, "DiSK's budget on the guide")
+        if delta_min > delta_max:
+            raise ConstraintError(f"the DiSK budget needs delta_min <= delta_max, got {delta_min} > {delta_max}.")
         if int(topk) < 1:
             raise ConstraintError(f"topk must be >= 1, got {topk}.")
         in_ch = input_shape[0]

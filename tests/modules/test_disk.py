@@ -134,3 +134,9 @@ def test_teacher_from_init_from_checkpoint_and_errors(tmp_path):
 def test_teacher_and_student_with_different_class_counts():
     with pytest.raises(ConstraintError, match="teacher predicts 7 classes but student predicts 4"):
         _model(teacher_num_classes=7)
+
+
+@pytest.mark.parametrize(("key", "value"), [("delta_max", 1.5), ("delta_min", 0.0), ("delta_max", -0.2)])
+def test_budget_outside_unit_interval_is_a_clear_error(key, value):
+    with pytest.raises(ConstraintError, match=rf"{key} must be in \(0, 1\]"):
+        _model(**{key: value})
