@@ -220,6 +220,11 @@ def merge(a: argparse.Namespace) -> None:
               f"2. AVAE-opt L=8 vs VAE L=9 on rotated data (non-inferiority, margin {margin:.1f} = 2% of the VAE's "
               f"loss): {c2}. **{'met' if summary['claim2_L_vs_L1']['met'] else 'not met'}**",
               f"3. (extra) AVAE with search only, L=8, vs VAE L=9: {c3}.", "",
+              "Reading the curves: test rotations that are not multiples of 90 degrees are applied by bilinear "
+              "resampling, which smooths the glyphs and makes them slightly easier to reconstruct, so every flat "
+              "curve dips between 0/90/180; rotations by 0, 90 and 180 degrees are exact pixel permutations. At 0 "
+              "degrees the AVAE evaluated with the search can be slightly worse than the same weights without it "
+              "(double resampling and a small restart budget; REFERENCE.md 13.4).", "",
               "Plot: results/avae_glyphs.png; reconstruction grids: results/avae_glyphs_recon_seed*.png (rows: input "
               "rotated 90 deg, VAE single, AVAE single, VAE-rot L9, AVAE-opt L8) and the offline W&B runs.", "",
               f"Command: `{summary['command']}`; machine: {summary['machine']}."]
