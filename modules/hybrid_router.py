@@ -303,7 +303,8 @@ class HybridModel(pl.LightningModule):
         cols = [torch.cat(c) for c in zip(*self._val, strict=True)]
         self._val = []
         if self.trainer.world_size > 1:
-            cols = [self.all_gather(c).flatten() for c in cols]
+            cols = [self.all_gather(c.float()).flatten() for c in cols]  # gloo gathers no bool tensors
+            cols = [cols[0] > 0.5, cols[1] > 0.5, cols[2], cols[3]]
         metrics = self.evaluate(*cols)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()})
         self.log("val/acc1", metrics[f"hybrid_acc@cov{self.hparams.coverage * 100:g}"]

@@ -214,7 +214,7 @@ class SelectiveClassifier(pl.LightningModule):
         self._val = []
         if self.trainer.world_size > 1:
             score = self.all_gather(score).flatten()
-            correct = self.all_gather(correct).flatten()
+            correct = self.all_gather(correct.float()).flatten() > 0.5  # gloo gathers no bool tensors
         summary = selective_summary(score, correct, tuple(self.hparams.target_errors),
                                     tuple(self.hparams.target_coverages))
         self.log_dict({f"val/{k}": v for k, v in summary.items()}, sync_dist=False)

@@ -115,3 +115,22 @@ def test_chaining_and_bad_input(tmp_path):
             route(torch.zeros(3), bad)
     with pytest.raises(ConstraintError, match="cloud predicts 5 classes but edge predicts 4"):
         _model(cloud_num_classes=5)
+
+
+def test_ddp_evaluation_gathers_both_ranks(tmp_path):
+    """Under 2-rank DDP the routing budget is applied to the gathered validation set: 30 inputs give exactly
+    21/30 = 0.7 kept at coverage 0.7 (one rank's 15 inputs alone would give 11/15)."""
+    from tests.ddp import run_ddp
+
+    proc = run_ddp([
+        "fit", "--model=modules.hybrid_router.HybridModel", "--model.init_args.edge=small_cnn",
+        "--model.init_args.cloud=small_cnn", "--model.init_args.edge_kwargs={widths: [4, 8]}",
+        "--model.init_args.router_hidden=[16, 8]", "--model.init_args.router_topk=3",
+        "--model.init_args.eval_coverages=[0.7]", "--data=datamodules.glyphs.GlyphsDataModule",
+        "--data.init_args.num_classes=4", "--data.init_args.train_size=16", "--data.init_args.test_size=30",
+        "--data.init_args.batch_size=8", "--trainer.max_epochs=1", "--trainer.logger=false",
+        "--trainer.num_sanity_val_steps=0", "--run_name=hybrid_ddp",
+    ], tmp_path / "runs", timeout=600)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("Final metrics:"))
+    metrics = dict(kv.split("=") for kv in line[len("Final metrics: "):].split(", "))
+    assert float(metrics["val/coverage@cov70"]) == pytest.approx(0.7, abs=1e-4)
