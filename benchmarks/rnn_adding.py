@@ -1,0 +1,221 @@
+"""CPU-scale reproduction on the adding task: FPTT vs BPTT (Kag & Saligrama, ICML 2021) and iRNN/TARNN vs LSTM.
+
+Study 1 (FPTT, REFERENCE.md section 6.4-6.5): an LSTM (hidden ``--hidden``, default 64) on the adding task at
+T = 200 and T = 500, trained by full BPTT and by FPTT (P = 10 windows, alpha = beta = 0.5, c = 1, W <- W_bar and
+lambda <- 0 every ``--epoch-batches`` batches) for the **same number of batches** (one optimizer-step count =
+one batch; FPTT takes one Adam step per window inside a batch), Adam lr 1e-3, gradient-norm clip 1.0, batch 32.
+
+Study 2 (iRNN / TARNN): iRNN (K = 1, eta per step and time, init 0.01) and TARNN (b-variant, K = 1) against the
+LSTM of study 1 at the same hidden size, same T = ``--cell-seq-len`` (200), same batches and optimizer, by BPTT.
+
+Everything runs through ``lightning.Trainer`` with ``modules.sequence_model.SequenceModel`` /
+``modules.fptt.FPTTSequenceModel`` and ``datamodules.sequence_tasks.AddingTaskDataModule`` (training sequences
+fresh for every batch: ``train_size = steps * batch``; 1000 val and 1000 test sequences). The reported number is
+the test MSE after the last batch. Chance (predicting 1) is 1/6 = 0.167.
+
+Goals fixed in advance (the issue's): at T = 500, FPTT mean test MSE <= 0.05 and BPTT >= 0.15; iRNN and TARNN
+beat the LSTM at equal hidden size: ``benchmarks.seeds.compare`` on -MSE with margin 0, paired by seed, 3 seeds
+(``min_seeds=3``, the issue's number).
+
+Usage (each run writes ``results/rnn_adding_runs/<name>.json`` when it finishes; existing ones are skipped)::
+
+    nohup python -m benchmarks.rnn_adding run --queue 0 --queues 2 > /tmp/rnn_q0.log 2>&1 &
+    nohup python -m benchmarks.rnn_adding run --queue 1 --queues 2 > /tmp/rnn_q1.log 2>&1 &
+    python -m benchmarks.rnn_adding summary      # results/rnn_adding.md and .json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "results" / "rnn_adding_runs"
+CHANCE = 1.0 / 6.0
+
+
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs of ``--study`` (``fptt``: LSTM by FPTT and BPTT at each of ``--seq-lens``; ``cells``: each of
+    ``--cells`` by BPTT at ``--cell-seq-len``), ``--seeds`` seeds each, ``--steps`` batches each."""
+    runs = []
+    if args.study == "fptt":
+        for seq_len in args.seq_lens:
+            for seed in range(args.seeds):
+                for method in ("fptt", "bptt"):
+                    runs.append({"study": "fptt", "cell": "lstm", "method": method, "seq_len": seq_len, "seed": seed})
+    else:
+        for seed in range(args.seeds):
+            for cell in args.cells:
+                runs.append({"study": "cells", "cell": cell, "method": "bptt", "seq_len": args.cell_seq_len,
+                             "seed": seed})
+    for r in runs:
+        r.update(hidden=args.hidden, steps=args.steps, batch=args.batch, epoch_batches=args.epoch_batches)
+        r["name"] = f"{r['cell']}_{r['method']}_T{r['seq_len']}_h{r['hidden']}_n{r['steps']}_s{r['seed']}"
+    return runs
+
+
+def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
+    import lightning.pytorch as pl
+
+    from datamodules.sequence_tasks import AddingTaskDataModule
+    from modules.fptt import FPTTSequenceModel
+    from modules.sequence_model import SequenceModel
+
+    pl.seed_everything(cfg["seed"], verbose=False)
+    T = cfg["seq_len"]
+    dm = AddingTaskDataModule(seq_len=T, train_size=cfg["epoch_batches"] * cfg["batch"], val_size=1000,
+                              test_size=1000, batch_size=cfg["batch"], seed=cfg["seed"])
+    common = dict(cell=cfg["cell"], hidden_size=cfg["hidden"], task="regression", num_classes=1, input_shape=(T, 2),
+                  gradient_clip_val=1.0)
+    if cfg["cell"] == "irnn":
+        common["cell_kwargs"] = {"num_steps": 1, "eta_mode": "step_time", "eta_init": 0.01}
+    if cfg["cell"] == "tarnn":
+        common["cell_kwargs"] = {"num_steps": 1, "variant": "b", "step_mode": "time"}
+    if cfg["method"] == "fptt":
+        model = FPTTSequenceModel(parts=10, alpha=0.5, beta=0.5, reg_scale=1.0, **common)
+    else:
+        model = SequenceModel(**common)
+    curve: list[tuple[int, float]] = []
+
+    class Curve(pl.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                curve.append((trainer.global_step, float(trainer.callback_metrics["val/mse"])))
+
+    trainer = pl.Trainer(max_steps=cfg["steps"], accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, callbacks=[Curve()])
+    start = time.perf_counter()
+    trainer.fit(model, dm)
+    train_s = time.perf_counter() - start
+    test = trainer.test(model, dm, verbose=False)[0]
+    return {**cfg, "test_mse": float(test["test/mse"]), "val_curve": curve, "train_seconds": round(train_s, 1),
+            "global_step": trainer.global_step, "machine": "cpu2 (2 shared cores)",
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    runs = plan(args)
+    mine = [r for i, r in enumerate(runs) if i % args.queues == args.queue]
+    if args.only:
+        mine = [r for r in mine if args.only in r["name"]]
+    for cfg in mine:
+        path = RUNS / f"{cfg['name']}.json"
+        if path.exists():
+            continue
+        print(time.strftime("%H:%M:%S"), "start", cfg["name"], flush=True)
+        result = run_one(cfg)
+        path.write_text(json.dumps(result, indent=1))
+        print(time.strftime("%H:%M:%S"), "done", cfg["name"], result["test_mse"], result["train_seconds"], flush=True)
+
+
+def _collect() -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(RUNS.glob("*.json")):
+        r = json.loads(path.read_text())
+        groups.setdefault(f"{r['cell']}_{r['method']}_T{r['seq_len']}_n{r['steps']}", []).append(r)
+    for rows in groups.values():
+        rows.sort(key=lambda r: r["seed"])
+    return groups
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from benchmarks.seeds import compare, mean_ci
+
+    groups = _collect()
+    lines = ["# Adding task on CPU: FPTT vs BPTT (LSTM) and iRNN / TARNN vs LSTM", "",
+             "Produced by `python -m benchmarks.rnn_adding run` (two queues) then `python -m benchmarks.rnn_adding "
+             "summary`; machine cpu2 (2 shared cores), one thread per run. Test MSE on 1000 fresh sequences after "
+             "the last batch (chance 0.167). Same number of batches for every method (one batch = one step), "
+             "batch 32, Adam 1e-3, clip 1.0; FPTT: P = 10, alpha = beta = 0.5, c = 1, W <- W_bar every epoch of "
+             f"{args.epoch_batches} batches. 95% Student-t intervals over seeds.", "",
+             "| model | method | T | hidden | batches | seeds | test MSE per seed | mean [95% CI] | train s/run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    summary: dict[str, Any] = {"groups": {}, "goals": {}}
+    for key, rows in sorted(groups.items()):
+        mses = [r["test_mse"] for r in rows]
+        ci = mean_ci(mses) if len(mses) > 1 else None
+        r0 = rows[0]
+        summary["groups"][key] = {"test_mse": mses, "seeds": [r["seed"] for r in rows],
+                                  "mean": sum(mses) / len(mses), "ci": None if ci is None else [ci.low, ci.high],
+                                  "steps": r0["steps"], "hidden": r0["hidden"]}
+        ci_text = f"{sum(mses) / len(mses):.4f}" + ("" if ci is None else f" [{ci.low:.4f}, {ci.high:.4f}]")
+        lines.append(f"| {r0['cell']} | {r0['method']} | {r0['seq_len']} | {r0['hidden']} | {r0['steps']} | "
+                     f"{len(rows)} | {', '.join(f'{m:.4f}' for m in mses)} | {ci_text} | "
+                     f"{sum(r['train_seconds'] for r in rows) / len(rows):.0f} |")
+    lines += ["", "## Goals (fixed in advance)", ""]
+
+    def find(cell: str, method: str, seq_len: int) -> list[dict[str, Any]]:
+        keys = [k for k in groups if k.startswith(f"{cell}_{method}_T{seq_len}_n")]
+        return groups[keys[0]] if len(keys) == 1 else []
+
+    f500, b500 = find("lstm", "fptt", 500), find("lstm", "bptt", 500)
+    if f500 and b500:
+        fm = sum(r["test_mse"] for r in f500) / len(f500)
+        bm = sum(r["test_mse"] for r in b500) / len(b500)
+        ok = fm <= 0.05 and bm >= 0.15
+        summary["goals"]["T500_fptt_le_0.05_bptt_ge_0.15"] = {"fptt_mean": fm, "bptt_mean": bm, "met": ok,
+                                                              "seeds": [len(f500), len(b500)]}
+        lines.append(f"* T = 500: FPTT mean test MSE {fm:.4f} over {len(f500)} seeds (goal <= 0.05), BPTT {bm:.4f} "
+                     f"over {len(b500)} seeds (goal >= 0.15): **{'met' if ok else 'not met'}**.")
+    lstm = find("lstm", "bptt", args.cell_seq_len)
+    for cell in ("irnn", "tarnn"):
+        rows = find(cell, "bptt", args.cell_seq_len)
+        seeds = sorted({r["seed"] for r in rows} & {r["seed"] for r in lstm})
+        if len(seeds) < 2:
+            continue
+        a = [-next(r["test_mse"] for r in rows if r["seed"] == s) for s in seeds]
+        b = [-next(r["test_mse"] for r in lstm if r["seed"] == s) for s in seeds]
+        try:
+            c = compare(a, b, margin=0.0, min_seeds=min(3, len(seeds)), names=(f"-MSE {cell}", "-MSE lstm"))
+            met = c.beats(0.0)
+            text = str(c)
+        except ValueError as err:
+            met, text = False, f"not decided ({err})"
+        summary["goals"][f"{cell}_beats_lstm_T{args.cell_seq_len}"] = {"met": met, "comparison": text}
+        lines.append(f"* {cell} beats the LSTM at T = {args.cell_seq_len}, hidden {rows[0]['hidden']} (paired, "
+                     f"margin 0, {len(seeds)} seeds): {text} -> **{'met' if met else 'not met'}**.")
+    (REPO / "results" / "rnn_adding.md").write_text("\n".join(lines) + "\n")
+    (REPO / "results" / "rnn_adding.json").write_text(json.dumps(summary, indent=1))
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("run", "summary", "plan"))
+    parser.add_argument("--queue", type=int, default=0)
+    parser.add_argument("--queues", type=int, default=1)
+    parser.add_argument("--only", default="", help="run only runs whose name contains this")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3500, help="batches per run")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--epoch-batches", type=int, default=500, help="batches per epoch (FPTT resets W <- W_bar)")
+    parser.add_argument("--study", choices=("fptt", "cells"), default="fptt")
+    parser.add_argument("--seq-lens", type=lambda v: [int(t) for t in v.split(",")], default=[500, 200])
+    parser.add_argument("--cells", type=lambda v: v.split(","), default=["lstm", "irnn", "tarnn"])
+    parser.add_argument("--cell-seq-len", type=int, default=100)
+    args = parser.parse_args(argv)
+    if args.command == "plan":
+        for r in plan(args):
+            print(r["name"])
+    elif args.command == "run":
+        cmd_run(args)
+    else:
+        cmd_summary(args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
