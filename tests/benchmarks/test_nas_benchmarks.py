@@ -1,0 +1,54 @@
+"""The task-specific transformer benchmarks: interpolation of the drop-top curve, round-robin timing, and tiny
+end-to-end runs of every stage (tiny random BERT, a few examples) writing their results files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import nas_latency, nas_synthetic
+from tests.recipes.smoke_data_text import write_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), num_layers=3, hidden=32, max_positions=64)
+
+
+def test_interpolate():
+    pts = [(10.0, 90.0), (2.0, 50.0), (6.0, 70.0)]
+    assert nas_synthetic.interpolate(pts, 4.0) == pytest.approx(60.0)
+    assert nas_synthetic.interpolate(pts, 8.0) == pytest.approx(80.0)
+    assert nas_synthetic.interpolate(pts, 2.0) == pytest.approx(50.0)
+    assert nas_synthetic.interpolate(pts, 1.0) is None and nas_synthetic.interpolate(pts, 11.0) is None
+
+
+def test_round_robin_medians():
+    calls = []
+    out = nas_latency.time_round_robin([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3 and len(out) == 2 and all(t >= 0 for t in out)
+
+
+def test_demo_stages_and_latency_end_to_end(tiny_bert, tmp_path):
+    common = ["--model-path", tiny_bert, "--train-size", "16", "--val-size", "8", "--test-size", "8", "--epochs", "1",
+              "--search-epochs", "1", "--max-length", "32", "--batch-size", "8", "--population", "2",
+              "--generations", "1", "--search-batches", "1", "--latency-repeats", "1", "--latency-batches", "1,2",
+              "--parts", str(tmp_path / "parts"), "--results", str(tmp_path / "results")]
+    nas_synthetic.main(["bow", *common])
+    for layers in ("0,1,2", "0", "0,1"):
+        nas_synthetic.main(["finetune", "--layers", layers, *common])
+    nas_synthetic.main(["search", *common])
+    summary = nas_synthetic.main(["collect", *common])
+    saved = json.loads((tmp_path / "results" / "nas_synthetic.json").read_text())
+    assert saved["goals"] == json.loads(json.dumps(summary["goals"]))
+    assert [r["name"] for r in summary["full"]] == ["finetune_L012_s0"]
+    assert [len(r["arch"]["layers"]) for r in summary["drop_top"]] == [1, 2]
+    assert len(summary["goals"]) == 2 and summary["searched"][0]["init"] == "supernet"
+    for name in ("nas_synthetic.md", "nas_synthetic.png", "nas_synthetic_pareto.png"):
+        assert (tmp_path / "results" / name).stat().st_size > 100
+    result = nas_latency.main(["--model-path", tiny_bert, "--results", str(tmp_path / "results"),
+                               "--batches", "1,2", "--lengths", "16,32", "--repeats", "1", "--repeats-large", "1"])
+    assert result["arch"] == summary["searched"][0]["arch"]
+    assert [(r["batch"], r["seq_len"]) for r in result["rows"]] == [(1, 16), (1, 32), (2, 16), (2, 32)]
+    assert "speed-up" in (tmp_path / "results" / "nas_latency.md").read_text()
