@@ -292,6 +292,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     for c in s["claims"]:
         verdict = ("**met**" if c["met"] else "**not met**") if "met" in c else "(fewer than 5 seeds)"
         lines.append(f"* {c['claim']}: {c.get('text', '')} {verdict}")
+    if data.get("notes"):
+        lines += ["", "Notes:", "", data["notes"]]
     lines += ["", "Per-seed values are in the JSON file next to this one.", ""]
     path.write_text("\n".join(lines))
 
@@ -324,12 +326,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache_dir", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="JSON files of partial runs to merge into --out")
+    ap.add_argument("--notes", default=None, help="with --merge: a text file whose content is added to the report")
     args = ap.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
+        tokens, keep = shlex.split(parts[0]["command"]), []
+        skip = {"--out", "--seeds", "--cache_dir"}
+        i = 0
+        while i < len(tokens):  # drop the per-part output, seeds and cache: the merged run is all seeds
+            if tokens[i] in skip:
+                i += 1
+                while i < len(tokens) and not tokens[i].startswith("--"):
+                    i += 1
+                continue
+            keep.append(tokens[i])
+            i += 1
         data = {**parts[0], "runs": runs, "summary": summarise(runs),
-                "command": parts[0]["command"].split(" --out")[0] + " (seeds run in parallel, merged with --merge)"}
+                "command": " ".join(keep) + " (one process per seed, merged with --merge)"}
+        if args.notes:
+            data["notes"] = Path(args.notes).read_text().strip()
         Path(args.out).write_text(json.dumps(data, indent=1))
         write_markdown(Path(args.out).with_suffix(".md"), data)
         return data
