@@ -104,22 +104,53 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     from modules.text_classifier import TextClassifier
 
     layers = [int(i) for i in args.layers.split(",")]
+    arch: dict[str, Any] = {"layers": layers}
+    extra: dict[str, Any] = {}
+    if args.from_search:  # the architecture a finished search chose by --selection / --latency-budget
+        arch, extra = _choose_from_search(args)
     pl.seed_everything(args.seed, verbose=False)
     dm = _data(args)
     module = TextClassifier(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
-                            arch={"layers": layers}, optimizer=_optimizer(args.lr))
+                            arch=arch, optimizer=_optimizer(args.lr))
+    supernet = Path(args.parts) / "search" / "supernet.pt"
+    init = "pretrained"
+    if args.from_search and supernet.is_file():  # the chained recipe's path: subnet weights from the supernet
+        checkpoint = {"state_dict": torch.load(supernet, map_location="cpu", weights_only=True), "searched_arch": arch}
+        module.restore_structure(module, checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        init = "supernet"
     trainer = _trainer(args.epochs)
     start = time.time()
     trainer.fit(module, datamodule=dm)
     acc = _test_acc(trainer, module, dm)
     name = f"finetune_L{''.join(map(str, layers))}_s{args.seed}"
+    if args.from_search:
+        name = f"searched_{args.selection}{args.latency_budget:g}_s{args.seed}"
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
     torch.save({"arch": module.net.arch.to_dict(), "state_dict": module.net.state_dict()}, parts / f"{name}.pt")
     out = {"name": name, "arch": module.net.arch.to_dict(), "test_acc": acc, "seed": args.seed,
-           "epochs": args.epochs, "train_s": time.time() - start, "init": "pretrained"}
+           "epochs": args.epochs, "train_s": time.time() - start, "init": init, **extra}
     _write(parts, name, out)
     return out
+
+
+def _choose_from_search(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Re-applies a choice rule to a finished search's Pareto front (``<parts>/search/searched_arch.json``)."""
+    saved = json.loads((Path(args.parts) / "search" / "searched_arch.json").read_text())
+    front, full = saved["front"], saved["full"]
+    if args.selection == "budget":
+        ok = [e for e in front if e["latency_ms"] <= args.latency_budget * full["latency_ms"]]
+        chosen = max(ok, key=lambda e: e["acc"]) if ok else min(front, key=lambda e: e["latency_ms"])
+    else:
+        ok = [e for e in front if e["acc"] >= full["acc"] - args.max_acc_drop]
+        chosen = min(ok, key=lambda e: e["latency_ms"]) if ok else full
+    search = {k: v for k, v in saved.items() if k not in ("candidates", "arch")}
+    search["chosen"] = chosen
+    search["rechosen_by"] = {"selection": args.selection, "latency_budget": args.latency_budget,
+                             "max_acc_drop": args.max_acc_drop}
+    return chosen["arch"], {"search": search, "n_candidates": len(saved["candidates"]),
+                            "test_acc_supernet_weights": None}
 
 
 def run_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,6 +173,7 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
     trainer.fit(search, datamodule=dm)  # the search runs at the end of the last epoch, writes into parts/search
     search_s = time.time() - start
     result = search.search_results
+    torch.save(search.state_dict(), parts / "search" / "supernet.pt")  # for --from-search fine-tunes
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "nas_synthetic_pareto.png").write_bytes((parts / "search" / "pareto.png").read_bytes())
@@ -231,7 +263,13 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
     full = [r for r in finetuned if len(r["arch"]["layers"]) == depth][:1]
     drop = sorted((r for r in finetuned if r not in full), key=lambda r: len(r["arch"]["layers"]))
     searched = [r for r in runs if r["name"].startswith("searched")]
+    from datamodules.synthetic_text import SyntheticTextDataModule
+
+    test_labels = SyntheticTextDataModule(train_size=args.train_size, val_size=args.val_size,
+                                          test_size=args.test_size, seed=args.data_seed).split_texts("test")[1]
+    chance = 100.0 * max(sum(test_labels), len(test_labels) - sum(test_labels)) / max(1, len(test_labels))
     summary: dict[str, Any] = {"bow": bow, "full": full, "drop_top": drop, "searched": searched,
+                               "chance_acc": chance,
                                "max_length": args.max_length, "threads": torch.get_num_threads(),
                                "latency_batches": batches, "machine": "cpu2 (2 shared cores)"}
     goals = []
@@ -254,6 +292,7 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
                 "faster_than_full": bool(f and s["latency_ms"][b] < f["latency_ms"][b]),
                 "within_1pt_of_full": bool(f and f["test_acc"] - s["test_acc"] <= 1.0),
                 "beats_drop_top_at_same_latency": bool(at_same is not None and s["test_acc"] > at_same),
+                "above_chance_by_5": bool(s["test_acc"] - chance >= 5.0),
             })
     summary["goals"] = goals
     results = Path(args.results)
@@ -302,6 +341,7 @@ def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
              f"{summary['machine']}, the other agents' jobs running (noisy).", "",
              f"Command: `python -m benchmarks.nas_synthetic <stage>` (see the module docstring); this file: "
              "`python -m benchmarks.nas_synthetic collect`.", ""]
+    lines += [f"Chance (majority class of the test split): {summary['chance_acc']:.1f}%.", ""]
     if summary["bow"]:
         bw = summary["bow"]
         lines += [f"Bag of words (logistic regression, C on val): unigram {bw['unigram']['test_acc']:.1f}%, "
@@ -321,6 +361,8 @@ def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
             f"{g['acc_loss_vs_full']:.1f} points): faster {'yes' if g['faster_than_full'] else 'NO'}, within 1 point "
             f"{'yes' if g['within_1pt_of_full'] else 'NO'}; drop-top at the same latency "
             + (f"{same:.1f}% (interpolated): searched better {'yes' if g['beats_drop_top_at_same_latency'] else 'NO'}"
+               + ("" if g["above_chance_by_5"] else " (NOT meaningful: the searched net is within 5 points of "
+                  f"chance, {summary['chance_acc']:.1f}%)")
                if same is not None else "outside the measured drop-top range")
             + (f"; nearest slower drop-top {g['drop_top_nearest_slower'][0]} {g['drop_top_nearest_slower'][1]:.1f}%"
                f" at {g['drop_top_nearest_slower'][2]:.2f} ms" if g["drop_top_nearest_slower"] else ""))
@@ -328,9 +370,12 @@ def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         ch = s["search"]["chosen"]
         lines += ["", f"Search ({s['name']}): {s['n_candidates']} candidates, chosen {ch['describe']} "
                   f"(val acc {ch['acc']:.1f}% with supernet weights, LUT latency {ch['latency_ms']:.2f} ms vs full "
-                  f"{s['search']['full']['acc']:.1f}% / {s['search']['full']['latency_ms']:.2f} ms); test acc with "
-                  f"supernet weights before fine-tuning {s['test_acc_supernet_weights']:.1f}%. Pareto plot: "
-                  "results/nas_synthetic_pareto.png."]
+                  f"{s['search']['full']['acc']:.1f}% / {s['search']['full']['latency_ms']:.2f} ms)"
+                  + (f"; re-chosen from the front by {s['search']['rechosen_by']}" if s["search"].get("rechosen_by")
+                     else "")
+                  + (f"; test acc with supernet weights before fine-tuning {s['test_acc_supernet_weights']:.1f}%"
+                     if s.get("test_acc_supernet_weights") is not None else "")
+                  + f"; fine-tuned from {s['init']} weights. Pareto plot: results/nas_synthetic_pareto.png."]
     lines += ["", "One seed only (CPU budget): the comparisons above are single runs, not the >= 5-seed intervals "
               "of benchmarks/seeds.py, and read as indicative.", ""]
     return "\n".join(lines)
@@ -356,6 +401,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--search-batches", type=int, default=8)
     parser.add_argument("--max-acc-drop", type=float, default=0.5)
+    parser.add_argument("--from-search", action="store_true",
+                        help="finetune: the architecture chosen from <parts>/search/searched_arch.json's front")
+    parser.add_argument("--selection", default="max_drop", choices=["max_drop", "budget"])
+    parser.add_argument("--latency-budget", type=float, default=0.5)
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--latency-batches", default="1,32")
     parser.add_argument("--threads", type=int, default=1)

@@ -39,12 +39,17 @@ def test_demo_stages_and_latency_end_to_end(tiny_bert, tmp_path):
     for layers in ("0,1,2", "0", "0,1"):
         nas_synthetic.main(["finetune", "--layers", layers, *common])
     nas_synthetic.main(["search", *common])
+    rechosen = nas_synthetic.main(["finetune", "--from-search", "--selection", "budget", "--latency-budget", "0.9",
+                                   *common])
+    assert rechosen["init"] == "supernet" and rechosen["search"]["rechosen_by"]["selection"] == "budget"
+    assert rechosen["arch"] == rechosen["search"]["chosen"]["arch"]
     summary = nas_synthetic.main(["collect", *common])
     saved = json.loads((tmp_path / "results" / "nas_synthetic.json").read_text())
     assert saved["goals"] == json.loads(json.dumps(summary["goals"]))
     assert [r["name"] for r in summary["full"]] == ["finetune_L012_s0"]
     assert [len(r["arch"]["layers"]) for r in summary["drop_top"]] == [1, 2]
-    assert len(summary["goals"]) == 2 and summary["searched"][0]["init"] == "supernet"
+    assert len(summary["goals"]) == 2 * len(summary["searched"]) == 4
+    assert {r["init"] for r in summary["searched"]} == {"supernet"}
     for name in ("nas_synthetic.md", "nas_synthetic.png", "nas_synthetic_pareto.png"):
         assert (tmp_path / "results" / name).stat().st_size > 100
     result = nas_latency.main(["--model-path", tiny_bert, "--results", str(tmp_path / "results"),
