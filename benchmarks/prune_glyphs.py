@@ -202,7 +202,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
             f"{r0['pruned_params']:.4g} ({100 * s['param_reduction']:.1f}% fewer). Block widths after pruning: "
             f"{r0['block_widths']}.",
             "",
-            "| net | test accuracy % (mean [95% CI], n=%d) | per seed |" % s["n"],
+            f"| net | test accuracy % (mean [95% CI], n={s['n']}) | per seed |",
             "|---|---|---|",
         ]
         names = {"baseline_acc": "ResNet-20 (unpruned)", "pruned_acc_no_retrain": "pruned, before retraining",
@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out.write_text(json.dumps(data, indent=1))
         write_markdown(out.with_suffix(".md"), data)
     data["summary"] = summarise(data["runs"])
+    write_markdown(out.with_suffix(".md"), data)
     print(json.dumps(data["summary"], indent=1))
     return data
 
