@@ -260,8 +260,8 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
             r["latency_ms"][str(b)] = ms
     finetuned = [r for r in runs if r["name"].startswith("finetune_")]
     depth = max((len(r["arch"]["layers"]) for r in finetuned), default=0)
-    full = [r for r in finetuned if len(r["arch"]["layers"]) == depth][:1]
-    drop = sorted((r for r in finetuned if r not in full), key=lambda r: len(r["arch"]["layers"]))
+    full = [r for r in finetuned if len(r["arch"]["layers"]) == depth]  # every seed; goals use the first
+    drop = sorted((r for r in finetuned if len(r["arch"]["layers"]) < depth), key=lambda r: len(r["arch"]["layers"]))
     searched = [r for r in runs if r["name"].startswith("searched")]
     from datamodules.synthetic_text import SyntheticTextDataModule
 
@@ -275,7 +275,7 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
     goals = []
     for s in searched:
         for b in map(str, batches):
-            curve = [(r["latency_ms"][b], r["test_acc"]) for r in drop + full]
+            curve = [(r["latency_ms"][b], r["test_acc"]) for r in drop + full[:1]]
             at_same = interpolate(curve, s["latency_ms"][b])
             slower = [r for r in drop if r["latency_ms"][b] >= s["latency_ms"][b]]
             nearest = min(slower, key=lambda r: r["latency_ms"][b]) if slower else None
@@ -312,12 +312,13 @@ def _plot(summary: dict[str, Any], path: Path, b: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     curve = sorted((r["latency_ms"][b], r["test_acc"], len(r["arch"]["layers"])) for r in
-                   summary["drop_top"] + summary["full"])
+                   summary["drop_top"] + summary["full"][:1])
     ax.plot([c[0] for c in curve], [c[1] for c in curve], "--s", c="C2", label="drop top layers (fine-tuned)")
     for x, y, d in curve:
         ax.annotate(f"{d}L", (x, y), fontsize=7, xytext=(3, -8), textcoords="offset points")
-    for r in summary["full"]:
-        ax.scatter([r["latency_ms"][b]], [r["test_acc"]], marker="*", s=140, c="k", zorder=5, label="full")
+    for i, r in enumerate(summary["full"]):
+        ax.scatter([r["latency_ms"][b]], [r["test_acc"]], marker="*", s=140, c="k", zorder=5,
+                   label=f"full ({len(summary['full'])} seeds)" if i == 0 else None)
     for r in summary["searched"]:
         ax.scatter([r["latency_ms"][b]], [r["test_acc"]], marker="D", s=60, c="C3", zorder=6, label="searched")
     if summary.get("bow"):
@@ -352,7 +353,8 @@ def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         ds = ", ".join(f"{k} {rate:g} after L{i}" for i, (k, rate) in r["arch"].get("downsample", {}).items()) or "-"
         lines.append(f"| {r['name']} | {r['arch']['layers']} | {ds} | {r.get('init')} | {r['test_acc']:.1f} | "
                      + " | ".join(f"{r['latency_ms'][x]:.2f}" for x in b) + " |")
-    lines += ["", "Goals (issue item 5), single seed:", ""]
+    lines += ["", "Goals (issue item 5), single seed (the full net's first seed, "
+              f"{summary['full'][0]['name'] if summary['full'] else '-'}):", ""]
     for g in summary["goals"]:
         same = g["drop_top_acc_at_same_latency"]
         lines.append(
