@@ -1,27 +1,29 @@
 """CPU-scale reproduction on the adding task: FPTT vs BPTT (Kag & Saligrama, ICML 2021) and iRNN/TARNN vs LSTM.
 
 Study 1 (FPTT, REFERENCE.md section 6.4-6.5): an LSTM (hidden ``--hidden``, default 64) on the adding task at
-T = 200 and T = 500, trained by full BPTT and by FPTT (P = 10 windows, alpha = beta = 0.5, c = 1, W <- W_bar and
-lambda <- 0 every ``--epoch-batches`` batches) for the **same number of batches** (one optimizer-step count =
-one batch; FPTT takes one Adam step per window inside a batch), Adam lr 1e-3, gradient-norm clip 1.0, batch 32.
+each T of ``--seq-lens``, trained by full BPTT and by FPTT (P = 10 windows, alpha = beta = 0.5, c = 1, W <- W_bar and
+lambda <- 0 every ``--epoch-batches`` batches) for the **same number of batches** (``--steps``; one step = one
+batch; FPTT takes one Adam step per window inside a batch), Adam lr 1e-3, gradient-norm clip 1.0, batch 32.
 
-Study 2 (iRNN / TARNN): iRNN (K = 1, eta per step and time, init 0.01) and TARNN (b-variant, K = 1) against the
-LSTM of study 1 at the same hidden size, same T = ``--cell-seq-len`` (200), same batches and optimizer, by BPTT.
+Study 2 (``--study cells``): LSTM, iRNN (K = 1, eta per step and time, init 0.01) and TARNN (b-variant, K = 1,
+step table per time) at the same hidden size, T = ``--cell-seq-len``, same batches and optimizer, by BPTT.
 
 Everything runs through ``lightning.Trainer`` with ``modules.sequence_model.SequenceModel`` /
-``modules.fptt.FPTTSequenceModel`` and ``datamodules.sequence_tasks.AddingTaskDataModule`` (training sequences
-fresh for every batch: ``train_size = steps * batch``; 1000 val and 1000 test sequences). The reported number is
-the test MSE after the last batch. Chance (predicting 1) is 1/6 = 0.167.
+``modules.fptt.FPTTSequenceModel`` and ``datamodules.sequence_tasks.AddingTaskDataModule`` (fresh training
+sequences for every batch; 1000 val and 1000 test sequences). The reported number is the test MSE after the
+last batch. Chance (predicting 1) is 1/6 = 0.167.
 
 Goals fixed in advance (the issue's): at T = 500, FPTT mean test MSE <= 0.05 and BPTT >= 0.15; iRNN and TARNN
 beat the LSTM at equal hidden size: ``benchmarks.seeds.compare`` on -MSE with margin 0, paired by seed, 3 seeds
 (``min_seeds=3``, the issue's number).
 
-Usage (each run writes ``results/rnn_adding_runs/<name>.json`` when it finishes; existing ones are skipped)::
+The committed results (each run writes ``results/rnn_adding_runs/<name>.json`` when it finishes; existing ones
+are skipped, ``--only`` picks runs, so runs can be spread over processes) came from, on cpu2 under heavy load::
 
-    nohup python -m benchmarks.rnn_adding run --queue 0 --queues 2 > /tmp/rnn_q0.log 2>&1 &
-    nohup python -m benchmarks.rnn_adding run --queue 1 --queues 2 > /tmp/rnn_q1.log 2>&1 &
-    python -m benchmarks.rnn_adding summary      # results/rnn_adding.md and .json
+    python -m benchmarks.rnn_adding run --study fptt --seq-lens 500 --steps 3500   # ~50 min/run under load
+    python -m benchmarks.rnn_adding run --study fptt --seq-lens 200 --steps 2000
+    python -m benchmarks.rnn_adding run --study cells --cell-seq-len 100 --steps 1500
+    python -m benchmarks.rnn_adding summary                                        # results/rnn_adding.md, .json
 """
 
 from __future__ import annotations

@@ -137,7 +137,11 @@ class FPTTSequenceModel(SequenceModel):
         self.inner_steps = int(inner_steps)
         self.fptt = FPTTState(self._fptt_params())
         n_cls = self.hparams.num_classes
-        self.register_buffer("soft_table", torch.full((self.parts + 1, n_cls, n_cls), 1.0 / n_cls))
+        # per-window, per-class soft targets; only the adaptive classification mode needs them (a (P+1) x C x C
+        # table would be gigabytes for a 10k-word vocabulary)
+        adaptive = self.task == "classification" and soft_targets == "adaptive"
+        shape = (self.parts + 1, n_cls, n_cls) if adaptive else (0, n_cls, n_cls)
+        self.register_buffer("soft_table", torch.full(shape, 1.0 / n_cls))
         self._reset_epoch = -1
 
     def _fptt_params(self) -> list[tuple[str, torch.Tensor]]:

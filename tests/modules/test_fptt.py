@@ -182,3 +182,17 @@ def test_state_is_checkpointed_and_not_reinitialised_on_resume(tmp_path):
     _trainer(max_steps=2).fit(resumed, train_dataloaders=loader, ckpt_path=str(ckpt))
     assert not torch.equal(resumed.fptt.bar(name), bar_before)
     assert math.isfinite(float(resumed.fptt.lam(name).abs().sum()))
+
+
+def test_adaptive_soft_targets_are_the_mean_prediction_of_misclassified_examples():
+    model = FPTTSequenceModel(cell="gru", hidden_size=3, task="classification", num_classes=3, input_shape=(4, 1),
+                              parts=2, soft_targets="adaptive")
+    assert model.soft_table.shape == (3, 3, 3)
+    y = torch.tensor([0, 0, 0, 1])
+    out = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [5.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    model._update_soft_table([out, out], y)
+    wrong = out[:2].softmax(-1)  # the two misclassified examples of class 0
+    assert torch.allclose(model.soft_table[0][0], wrong.mean(0))
+    assert torch.allclose(model.soft_table[1][0], wrong.mean(0))
+    assert torch.allclose(model.soft_table[0][1], torch.full((3,), 1 / 3))  # class 1: nothing misclassified
+    assert FPTTSequenceModel(task="sequence", num_classes=10000, input_shape=(30,)).soft_table.numel() == 0

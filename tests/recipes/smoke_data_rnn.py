@@ -33,3 +33,26 @@ SMOKE_DATA = {
     "NoisyMNISTDataModule": (fakedata.write_mnist, []),
     "PTBDataModule": (write_ptb, []),
 }
+
+
+def _edgeml_writer(steps: int, features: int, classes: int):
+    def write(root: str | os.PathLike) -> str:
+        """``train.npy`` / ``test.npy`` in EdgeML's [label, T*F features] layout."""
+        root = os.fspath(root)
+        os.makedirs(root, exist_ok=True)
+        rng = np.random.default_rng(classes)
+        for name, n in (("train", 2 * classes), ("test", classes)):
+            labels = np.arange(n) % classes
+            np.save(os.path.join(root, f"{name}.npy"),
+                    np.column_stack([labels, rng.normal(size=(n, steps * features))]).astype(np.float32))
+        return root
+
+    return write
+
+
+SMOKE_DATA.update({
+    "HAR2DataModule": (_edgeml_writer(128, 9, 2), []),
+    "DSA19DataModule": (_edgeml_writer(125, 45, 19), []),
+    "Google12DataModule": (_edgeml_writer(99, 32, 12), []),
+    "Google30DataModule": (_edgeml_writer(99, 32, 30), []),
+})
