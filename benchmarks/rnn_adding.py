@@ -188,6 +188,13 @@ def cmd_summary(args: argparse.Namespace) -> None:
         summary["goals"][f"{cell}_beats_lstm_T{args.cell_seq_len}"] = {"met": met, "comparison": text}
         lines.append(f"* {cell} beats the LSTM at T = {args.cell_seq_len}, hidden {rows[0]['hidden']} (paired, "
                      f"margin 0, {len(seeds)} seeds): {text} -> **{'met' if met else 'not met'}**.")
+    lines += ["", "## Notes", "",
+              "* Budget: a run sees batches x 32 training sequences (e.g. 3500 x 32 = 112,000 at T = 500); the "
+              "release's runner trains 10,000 batches of 128 (1.28 M sequences), so a method that needs longer to "
+              "leave the 0.167 plateau shows chance-level MSE here.",
+              "* `train s/run` is wall time on cpu2 shared by five agents (load average 6 to 24 during the study): "
+              "not a speed comparison (see results/rnn_memory.md for FPTT vs BPTT time).",
+              "* A group with fewer than 3 seeds lost its other runs to the session's deadline, not to a selection."]
     (REPO / "results" / "rnn_adding.md").write_text("\n".join(lines) + "\n")
     (REPO / "results" / "rnn_adding.json").write_text(json.dumps(summary, indent=1))
     print("\n".join(lines))
