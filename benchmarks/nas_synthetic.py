@@ -125,7 +125,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     acc = _test_acc(trainer, module, dm)
     name = f"finetune_L{''.join(map(str, layers))}_s{args.seed}"
     if args.from_search:
-        name = f"searched_{args.selection}{args.latency_budget:g}_s{args.seed}"
+        name = f"searched_{args.selection}{args.latency_budget:g}_{init}_s{args.seed}"
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
     torch.save({"arch": module.net.arch.to_dict(), "state_dict": module.net.state_dict()}, parts / f"{name}.pt")
@@ -174,6 +174,8 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
     search_s = time.time() - start
     result = search.search_results
     torch.save(search.state_dict(), parts / "search" / "supernet.pt")  # for --from-search fine-tunes
+    if args.search_only:
+        return result
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "nas_synthetic_pareto.png").write_bytes((parts / "search" / "pareto.png").read_bytes())
@@ -406,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--from-search", action="store_true",
                         help="finetune: the architecture chosen from <parts>/search/searched_arch.json's front")
     parser.add_argument("--selection", default="max_drop", choices=["max_drop", "budget"])
+    parser.add_argument("--search-only", action="store_true", help="search: stop after the search (no fine-tune)")
     parser.add_argument("--latency-budget", type=float, default=0.5)
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--latency-batches", default="1,32")
