@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -116,10 +118,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = ["# Latency: full all-MiniLM-L6-v2 vs the searched network vs dropping top layers", "",
              "Project design (Bidart thesis, REFERENCE.md section 14). CPU, "
              f"{args.threads} thread, no-grad, random token ids (all real), median of round-robin repeats "
-             f"(7, or 3 above 4096 tokens per batch), {result['machine']} with other jobs running (noisy).", "",
+             f"({args.repeats}, or {args.repeats_large} above 4096 tokens per batch), {result['machine']} with other "
+             "jobs running (noisy).", "",
              f"Searched architecture ({source}): `{json.dumps(arch)}`; baseline: the first {depth} of "
              f"{n_layers} layers.", "",
-             f"Command: `python -m benchmarks.nas_latency`", "",
+             "Command: `python -m benchmarks.nas_latency " + shlex.join(argv if argv is not None else sys.argv[1:])
+             + "`", "",
              "| batch | seq len | " + " | ".join(f"{n} (ms)" for n in names) + " | speed-up searched vs full |",
              "|---|---|" + "---|" * len(names) + "---|"]
     for r in rows:
