@@ -115,7 +115,8 @@ def vit_tiny_16(num_classes: int = 1000, in_channels: int = 3, image_size: int =
     """ViT-Tiny/16 (= DeiT-Tiny without distillation token) as a torchvision ``VisionTransformer``."""
     from torchvision.models import VisionTransformer
 
-    if in_channels != 3:
-        raise ValueError("vit_tiny_16: only 3-channel inputs are supported")
-    return VisionTransformer(image_size=image_size, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192,
-                             mlp_dim=768, num_classes=num_classes)
+    model = VisionTransformer(image_size=image_size, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192,
+                              mlp_dim=768, num_classes=num_classes)
+    if in_channels != 3:  # patch embedding for other channel counts (e.g. grayscale glyphs)
+        model.conv_proj = nn.Conv2d(in_channels, 192, kernel_size=16, stride=16)
+    return model

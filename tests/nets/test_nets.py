@@ -53,6 +53,7 @@ EXPECTED_NAMES = {
     *RESNET10_WIDTHS,
 }
 ALL_NAMES = list_nets() + ["torchvision.resnet18"]
+SMALL_INPUT_KWARGS = {"vit_tiny_16": {"image_size": 32}}  # nets built for a fixed input size, set to 32x32 here
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +76,7 @@ def test_registry_lists_every_family() -> None:
 
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_forward_backward(name: str) -> None:
-    model = create_net(name, num_classes=7)
+    model = create_net(name, num_classes=7, **SMALL_INPUT_KWARGS.get(name, {}))
     assert isinstance(model, nn.Module)
     model.train()
     out = model(torch.randn(2, 3, 32, 32))
@@ -87,7 +88,7 @@ def test_forward_backward(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_in_channels_1(name: str) -> None:
-    model = create_net(name, num_classes=5, in_channels=1).eval()
+    model = create_net(name, num_classes=5, in_channels=1, **SMALL_INPUT_KWARGS.get(name, {})).eval()
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert first_conv.in_channels == 1
     with torch.no_grad():
