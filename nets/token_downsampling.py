@@ -65,15 +65,15 @@ class _Scorer(nn.Module):
         return self.proj(self.norm(h)).squeeze(-1)
 
 
-class TopKTokenDownsample(nn.Module):
-    """Learned token scoring with top-k selection; the first ``keep_first`` tokens are always kept.
+class _TokenDownsample(nn.Module):
+    """Shared part of the downsamplers: a learned per-token scorer and the always-kept prefix.
 
     Args:
         hidden_size: D.
         keep_first: number of leading tokens always kept ([CLS] = 1).
     """
 
-    kind = "topk"
+    kind = ""
 
     def __init__(self, hidden_size: int, keep_first: int = 1) -> None:
         super().__init__()
@@ -81,6 +81,12 @@ class TopKTokenDownsample(nn.Module):
             raise ValueError(f"keep_first must be >= 1 (the [CLS] token is always kept), got {keep_first}")
         self.keep_first = int(keep_first)
         self.scorer = _Scorer(hidden_size)
+
+
+class TopKTokenDownsample(_TokenDownsample):
+    """Learned token scoring with top-k selection; the first ``keep_first`` tokens are always kept."""
+
+    kind = "topk"
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor,
                 rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -106,22 +112,10 @@ class TopKTokenDownsample(nn.Module):
         return kept, mask.gather(1, index), index
 
 
-class LearnedPoolDownsample(nn.Module):
-    """Learned (softmax-weighted) pooling of windows of ``round(1/rate)`` tokens; the prefix is kept as is.
-
-    Args:
-        hidden_size: D.
-        keep_first: number of leading tokens always kept ([CLS] = 1).
-    """
+class LearnedPoolDownsample(_TokenDownsample):
+    """Learned (softmax-weighted) pooling of windows of ``round(1/rate)`` tokens; the prefix is kept as is."""
 
     kind = "pool"
-
-    def __init__(self, hidden_size: int, keep_first: int = 1) -> None:
-        super().__init__()
-        if keep_first < 1:
-            raise ValueError(f"keep_first must be >= 1 (the [CLS] token is always kept), got {keep_first}")
-        self.keep_first = int(keep_first)
-        self.scorer = _Scorer(hidden_size)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor,
                 rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
