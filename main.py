@@ -333,7 +333,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:
     except Exception as err:
         reason = _constructor_error(err)
         if reason is not None and not os.environ.get("RECIPES_RAISE"):
-            print(f"\nerror: {reason}", file=sys.stderr, flush=True)
+            print(f"\nerror: {reason} (set RECIPES_RAISE=1 to see the traceback)", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         if not _user_facing(err) or os.environ.get("RECIPES_RAISE"):
             raise

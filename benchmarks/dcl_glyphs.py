@@ -141,7 +141,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def write_markdown(path: Path, data: dict[str, Any]) -> None:
     a = data["args"]
     lines = ["# DCL vs plain training on shifted glyphs (project-defined method, REFERENCE.md 9)", "",
-             f"Net {a['net']} {NET_KWARGS.get(a['net'], '')} on glyphs (10 classes, difficulty {a['difficulty']}, {a['train_size']} generated training "
+             f"Net {a['net']} {NET_KWARGS.get(a['net'], '')} on glyphs (10 classes, difficulty {a['difficulty']}, "
+             f"{a['train_size']} generated training "
              f"images before the shift, {a['test_size']} balanced clean test images, data_seed {a['data_seed']}); SGD "
              f"lr {a['lr']} momentum 0.9 wd 5e-4, cosine over {a['epochs']} epochs, batch {a['batch_size']}. "
              f"imbalanced: imbalance {a['imbalance']} (class 0 : class 9 training images); DCL constraint "
@@ -161,11 +162,13 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
                 lines.append(f"* {name}: {c['diff']:.2f} [{c['low']:.2f}, {c['high']:.2f}] (n={c['n']}): "
                              f"**{'met' if c['met'] else 'not met'}**")
         lines.append("")
-    lines += ["Per run:", "", "| setting | method | seed | test acc | worst class | train acc | gap | final lambdas | s |",
+    lines += ["Per run:", "",
+              "| setting | method | seed | test acc | worst class | train acc | gap | final lambdas | s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in data["runs"]:
         lam = ", ".join(f"{k} {v:.3f}" for k, v in r.get("lambda_end", {}).items()) or "-"
-        lines.append(f"| {r['setting']} | {r['method']} | {r['seed']} | {r['test_acc']:.2f} | {r['test_worst_class']:.2f}"
+        lines.append(f"| {r['setting']} | {r['method']} | {r['seed']} | {r['test_acc']:.2f} "
+                     f"| {r['test_worst_class']:.2f}"
                      f" | {r['train_acc']:.2f} | {r['gap']:.2f} | {lam} | {r['seconds']:.0f} |")
     lines += ["", "Command:", "", "```", data["command"], "```", "", f"Date: {data['date']}", "",
               f"Machine: {data['machine']} (shared with other jobs).", ""]

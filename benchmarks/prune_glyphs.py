@@ -19,7 +19,8 @@ comparisons are paired):
 3. **scratch**: the pruned widths (``block_widths`` from the pruned net's ``structure_kwargs()``) built fresh and
    trained with the baseline's schedule (the paper's "scratch-train" rows).
 
-Glyphs are average-pooled to 8x8 (``--pool 4``, as benchmarks/landscape_glyphs.py) to fit the CPU budget; MACs and parameters are counted for
+Glyphs are average-pooled to 8x8 (``--pool 4``, as benchmarks/landscape_glyphs.py) to fit the CPU budget; MACs and
+parameters are counted for
 that input under the paper's ``li2017`` convention (conv and linear layers only).
 
 Claims, fixed before running (``benchmarks.seeds.compare``, paired by seed, 95% Student-t interval):
@@ -188,7 +189,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         f"{32 // a['pool']}x{32 // a['pool']}, {a['train_size']} training / {a['test_size']} test images, data_seed "
         f"{a['data_seed']}). Baseline and scratch: SGD lr {a['lr']} momentum 0.9 wd 1e-4, batch {a['batch_size']}, "
         f"{a['epochs']} epochs, lr /10 at epochs {a['epochs'] // 2} and {(3 * a['epochs']) // 4}. Pruning: first conv "
-        f"of every block, {ratios} of the filters per stage ({rule}, no layer skipped), smallest L1 norms, one shot; retraining for {a['retrain_epochs']} epochs, lr "
+        f"of every block, {ratios} of the filters per stage ({rule}, no layer skipped), smallest L1 norms, one shot; "
+        f"retraining for {a['retrain_epochs']} epochs, lr "
         f"{a['retrain_lr']} cosine-decayed to 0 (the paper: constant 0.001 for 40 epochs). Test accuracy after the "
         "last epoch (not the best epoch).",
         "",

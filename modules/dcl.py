@@ -7,7 +7,8 @@ distributional constraints during training for better generalization; no paper o
     minimise_theta  E[loss]   subject to   g_k(P_theta) <= eps_k,  k = 1..K
 
 solved by primal-dual updates on the Lagrangian ``E[loss] + sum_k lambda_k (g_k - eps_k)``: one optimizer step
-on theta per batch (on the Lagrangian divided by ``1 + sum_k lambda_k`` with ``normalize``, the default), then projected dual ascent ``lambda_k <- max(0, lambda_k + dual_lr (g_k - eps_k))``
+on theta per batch (on the Lagrangian divided by ``1 + sum_k lambda_k`` with ``normalize``, the default), then
+projected dual ascent ``lambda_k <- max(0, lambda_k + dual_lr (g_k - eps_k))``
 (``modules.constraints.Constraint`` in mode ``dual_ascent``, the engine OSP, the hybrid router and DiSK share).
 A multiplier grows while its constraint is violated and decays to zero once it holds, so a satisfied constraint
 stops pulling. The constraints g_k (``modules.dcl_constraints``: worst-class loss, loss CVaR, predicted-label
@@ -83,7 +84,8 @@ class DCLClassifier(ImageClassifier):
                          label_smoothing, warmup_steps, warmup_factor, log_images)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         if not dual_lr > 0:
-            raise DCLConfigError(f"model.init_args.dual_lr must be > 0 (the multipliers' ascent step), got {dual_lr!r}.")
+            raise DCLConfigError(
+                f"model.init_args.dual_lr must be > 0 (the multipliers' ascent step), got {dual_lr!r}.")
         if constraints is not None and not isinstance(constraints, dict):
             raise DCLConfigError("model.init_args.constraints must be a mapping {name: {eps: ..., ...}}, got "
                                  f"{type(constraints).__name__}.")
