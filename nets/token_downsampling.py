@@ -82,6 +82,12 @@ class _TokenDownsample(nn.Module):
         self.keep_first = int(keep_first)
         self.scorer = _Scorer(hidden_size)
 
+    def _plan(self, h: torch.Tensor, rate: float) -> tuple[int, torch.Tensor, int]:
+        """Output length, the (B, N) identity positions and the kept prefix length for input ``h``."""
+        b, n, _ = h.shape
+        n_out = downsampled_length(n, rate, self.kind, self.keep_first)
+        return n_out, torch.arange(n, device=h.device).expand(b, n), min(self.keep_first, n)
+
 
 class TopKTokenDownsample(_TokenDownsample):
     """Learned token scoring with top-k selection; the first ``keep_first`` tokens are always kept."""
@@ -90,12 +96,9 @@ class TopKTokenDownsample(_TokenDownsample):
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor,
                 rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, n, _ = h.shape
-        n_out = downsampled_length(n, rate, "topk", self.keep_first)
-        positions = torch.arange(n, device=h.device).expand(b, n)
-        if n_out == n:
+        n_out, positions, p = self._plan(h, rate)
+        if n_out == h.shape[1]:
             return h, mask, positions
-        p = min(self.keep_first, n)
         scores = self.scorer(h)  # (B, N)
         rest = scores[:, p:].masked_fill(mask[:, p:] == 0, float("-inf"))
         k = n_out - p
@@ -120,11 +123,9 @@ class LearnedPoolDownsample(_TokenDownsample):
     def forward(self, h: torch.Tensor, mask: torch.Tensor,
                 rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, d = h.shape
-        n_out = downsampled_length(n, rate, "pool", self.keep_first)
-        positions = torch.arange(n, device=h.device).expand(b, n)
+        n_out, positions, p = self._plan(h, rate)
         if n_out == n:
             return h, mask, positions
-        p = min(self.keep_first, n)
         stride = max(1, round(1.0 / rate))
         windows = n_out - p
         pad = windows * stride - (n - p)
