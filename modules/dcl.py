@@ -12,8 +12,8 @@ projected dual ascent ``lambda_k <- max(0, lambda_k + dual_lr (g_k - eps_k))``
 (``modules.constraints.Constraint`` in mode ``dual_ascent``, the engine OSP, the hybrid router and DiSK share).
 A multiplier grows while its constraint is violated and decays to zero once it holds, so a satisfied constraint
 stops pulling. The constraints g_k (``modules.dcl_constraints``: worst-class loss, loss CVaR, predicted-label
-prior KL, calibration gap) are estimated from running averages over batches, so they describe the distribution
-rather than one batch.
+prior KL, calibration gap, a floor on the mean training loss) are estimated from running averages over batches,
+so they describe the distribution rather than one batch.
 
 Example (YAML)::
 

@@ -25,6 +25,10 @@ name                   g(P)
                        ``prior: labels`` (running training label frequencies, default), ``uniform`` or a list
 ``calibration_gap``    expected calibration error with ``bins`` equal-width confidence bins:
                        sum_b (n_b / n) |conf_b - acc_b| from running per-bin sums; gradient through conf_b
+``loss_floor``         ``floor`` - (running mean per-example training loss): with g <= eps the mean loss may not
+                       fall below ``floor - eps`` -- the constrained form of flooding (Ishida et al., ICML 2020,
+                       "Do We Need Zero Training Loss After Achieving Zero Training Error?"); while the loss sits
+                       below the floor the multiplier grows and pushes the loss *up* (gradient ascent on it)
 =====================  =========================================================================================
 
 Build one by name with :func:`build_constraint` (``eps`` > 0 is required; an unknown name or option is a clear
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CONSTRAINTS", "CalibrationGap", "DCLConfigError", "DistributionalConstraint", "LabelPriorKL",
-           "LossCVaR", "WorstClassLoss", "build_constraint", "straight_through"]
+           "LossCVaR", "LossFloor", "WorstClassLoss", "build_constraint", "straight_through"]
 
 
 class DCLConfigError(ValueError):
@@ -259,8 +263,56 @@ class CalibrationGap(DistributionalConstraint):
         return (weight * (conf - acc).abs()).sum()
 
 
+class LossFloor(DistributionalConstraint):
+    """floor - E[loss] <= eps, i.e. the running mean per-example training loss stays >= ``floor - eps``.
+
+    The constrained form of *flooding* (Ishida, Yamane, Sakai, Niu, Sugiyama, ICML 2020, "Do We Need Zero Training
+    Loss After Achieving Zero Training Error?"), which trains on ``|L - b| + b``: descent above the flood level b,
+    ascent below it. Here the level is a constraint with a multiplier instead: g = ``floor`` - running mean loss
+    (EMA of the loss sum over the EMA of the example count), gradient d g / d loss_i = -1/n for each example of
+    the current batch (straight-through). The constraint only binds once the model pushes its training loss below
+    the floor; the multiplier lambda then grows and the Lagrangian ``L + lambda (floor - L - eps)`` has weight
+    ``1 - lambda`` on the mean loss: for lambda > 1 the primal step is gradient *ascent* on the loss, so the
+    model is pushed back up to the floor and hovers there (lambda near 1), as flooding's alternating steps do.
+    Use: a floor near the irreducible loss of the training labels (label noise) keeps the model from memorising
+    them. Args: floor: the level b > 0; eps: the slack (> 0, below ``floor``, else the constraint never binds).
+    """
+
+    name = "loss_floor"
+
+    def __init__(self, eps: float, floor: float | None = None, momentum: float = 0.9) -> None:
+        super().__init__(eps, momentum)
+        if floor is None or isinstance(floor, bool) or not isinstance(floor, int | float) \
+                or not math.isfinite(floor) or floor <= 0:
+            raise DCLConfigError(
+                f"DCL constraint 'loss_floor': floor must be a number > 0 (the lowest mean training loss allowed, "
+                f"e.g. near the label noise's irreducible cross-entropy), got {floor!r}. Set "
+                f"model.init_args.constraints.loss_floor.floor.")
+        if self.eps >= floor:
+            raise DCLConfigError(
+                f"DCL constraint 'loss_floor': eps ({eps!r}) must be below floor ({floor!r}): the constraint is "
+                f"mean loss >= floor - eps, which never binds when floor - eps <= 0.")
+        self.floor = float(floor)
+        self._register_stats({"loss_sum": (), "count": ()})
+
+    def batch_stats(self, logits: Tensor, targets: Tensor, losses: Tensor) -> dict[str, Tensor]:
+        return {"loss_sum": losses.sum(), "count": torch.tensor(float(losses.numel()), device=losses.device)}
+
+    def mean_loss(self, stats: dict[str, Tensor]) -> Tensor:
+        return stats["loss_sum"] / stats["count"].clamp_min(1e-12)
+
+    def value(self, stats: dict[str, Tensor], batch: dict[str, Tensor] | None = None) -> Tensor:
+        running = self.mean_loss(stats)
+        if batch is None:
+            return self.floor - running.detach()
+        return self.floor - straight_through(running, self.mean_loss(batch))
+
+    def extra_repr(self) -> str:
+        return f"floor={self.floor}, " + super().extra_repr()
+
+
 CONSTRAINTS: dict[str, type[DistributionalConstraint]] = {
-    c.name: c for c in (WorstClassLoss, LossCVaR, LabelPriorKL, CalibrationGap)
+    c.name: c for c in (WorstClassLoss, LossCVaR, LabelPriorKL, CalibrationGap, LossFloor)
 }
 _NEEDS_CLASSES = {"worst_class_loss", "label_prior_kl"}
 

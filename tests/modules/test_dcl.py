@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from modules.dcl import DCLClassifier
-from modules.dcl_constraints import (CalibrationGap, DCLConfigError, LabelPriorKL, LossCVaR, WorstClassLoss,
-                                     build_constraint)
+from modules.dcl_constraints import (CalibrationGap, DCLConfigError, LabelPriorKL, LossCVaR, LossFloor,
+                                     WorstClassLoss, build_constraint)
 
 
 def _grad(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +71,23 @@ def test_calibration_gap_is_the_binned_ece_with_gradient_through_confidence():
     assert torch.allclose(_grad(g, logits), _grad(by_hand, logits), atol=1e-6)
 
 
+def test_loss_floor_is_the_floor_minus_the_running_mean_loss_with_gradient_minus_one_over_n():
+    losses = torch.tensor([0.2, 0.4, 0.6, 1.0], requires_grad=True)
+    c = build_constraint("loss_floor", 10, {"floor": 0.85, "eps": 0.05, "momentum": 0.5})
+    assert isinstance(c, LossFloor) and c.floor == 0.85 and c.eps == 0.05
+    g = c(torch.zeros(4, 10), torch.zeros(4, dtype=torch.long), losses)
+    assert g.item() == pytest.approx(0.85 - 0.55)  # first batch: its mean loss
+    assert _grad(g, losses).tolist() == pytest.approx([-0.25] * 4)
+    # second batch: running mean = EMA(loss sums) / EMA(counts) = (0.5 * 2.2 + 0.5 * 4) / (0.5 * 4 + 0.5 * 2)
+    losses = torch.tensor([1.0, 3.0], requires_grad=True)
+    g = c(torch.zeros(2, 10), torch.zeros(2, dtype=torch.long), losses)
+    assert g.item() == pytest.approx(0.85 - 3.1 / 3.0)
+    assert _grad(g, losses).tolist() == pytest.approx([-0.5, -0.5])  # straight-through: this batch's mean
+    c.eval()
+    assert c(torch.zeros(1, 10), torch.zeros(1, dtype=torch.long), torch.tensor([9.0])).item() == \
+        pytest.approx(0.85 - 3.1 / 3.0)  # evaluation does not move the running mean
+
+
 def test_running_estimate_averages_batches_and_differentiates_the_current_one():
     c = LossCVaR(eps=1.0, alpha=1.0, momentum=0.75)
     c(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), torch.tensor([2.0, 2.0]))  # first batch: mean 2
@@ -119,6 +136,35 @@ def test_multiplier_rises_while_violated_and_decays_to_zero_once_satisfied():
         m.training_step(batch, step)
         m.on_train_batch_end(None, batch, step)
     assert float(lam.multiplier) == 0.0  # decayed to zero and clamped there
+
+
+def test_loss_floor_multiplier_rises_below_the_floor_and_then_pushes_the_loss_up():
+    torch.manual_seed(0)
+    m = _module(constraints={"loss_floor": {"floor": 5.0, "eps": 0.1}}, dual_lr=0.1, normalize=False)
+    batch = (torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)))
+    lam = m.multipliers["loss_floor"]
+    history = []
+    for step in range(4):  # 3 classes: the loss (about ln 3) is far below the floor 5 - 0.1
+        m.training_step(batch, step)
+        g = float(m._last_values["loss_floor"])
+        before = float(lam.multiplier)
+        m.on_train_batch_end(None, batch, step)
+        assert g > 0.1 and float(lam.multiplier) == pytest.approx(before + 0.1 * (g - 0.1), rel=1e-6)
+        history.append(float(lam.multiplier))
+    assert history == sorted(history) and history[0] > 0
+    # with lambda = 3 the Lagrangian is (1 - 3) * mean loss + const: its gradient is -2 times the loss's (ascent)
+    lam.lam.fill_(3.0)
+    params = [p for p in m.parameters() if p.requires_grad]
+    grad_lagrangian = torch.autograd.grad(m.training_step(batch, 4), params)
+    grad_loss = torch.autograd.grad(F.cross_entropy(m(batch[0]), batch[1]), params)
+    for a, b in zip(grad_lagrangian, grad_loss, strict=True):
+        assert torch.allclose(a, -2.0 * b, atol=1e-6)
+    # a floor the loss stays above: satisfied, the multiplier decays to zero
+    m.dcl_constraints["loss_floor"].floor = 0.2
+    for step in range(5, 40):
+        m.training_step(batch, step)
+        m.on_train_batch_end(None, batch, step)
+    assert float(lam.multiplier) == 0.0
 
 
 def test_penalty_adds_lambda_times_violation_to_the_loss():
@@ -201,6 +247,18 @@ def test_ddp_ranks_keep_identical_multipliers_and_statistics(tmp_path):
 def test_eps_must_be_positive(eps):
     with pytest.raises(DCLConfigError, match="eps must be a number > 0"):
         build_constraint("cvar", 10, {"eps": eps})
+
+
+@pytest.mark.parametrize("options", [{}, {"floor": 0}, {"floor": -0.5}, {"floor": float("nan")}, {"floor": "high"},
+                                     {"floor": True}])
+def test_loss_floor_needs_a_positive_floor(options):
+    with pytest.raises(DCLConfigError, match="loss_floor': floor must be a number > 0"):
+        build_constraint("loss_floor", 10, {"eps": 0.05, **options})
+
+
+def test_loss_floor_eps_must_be_below_the_floor():
+    with pytest.raises(DCLConfigError, match="must be below floor"):
+        build_constraint("loss_floor", 10, {"eps": 1.0, "floor": 0.8})
 
 
 def test_unknown_constraint_names_the_close_match():
