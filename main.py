@@ -256,7 +256,8 @@ class RecipeCLI(LightningCLI):
         if self.subcommand != "report":
             recipe_callbacks = self._get(self.config_init, "trainer").get("callbacks") or []
             defaults: list[pl.Callback] = []
-            if not any(isinstance(c, ModelCheckpoint) for c in recipe_callbacks):
+            checkpointing = self._get(self.config, "trainer").get("enable_checkpointing") is not False
+            if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in recipe_callbacks):
                 # last.ckpt every epoch in runs/<name>/checkpoints, overwritten on rerun: `--ckpt_path last`
                 defaults.append(ModelCheckpoint(dirpath=str(self.run_dir / "checkpoints"), save_last=True,
                                                 enable_version_counter=False))

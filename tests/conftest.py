@@ -1,6 +1,7 @@
 """Shared test setup: W&B offline (the real package, never `disabled`), quiet, one thread per process."""
 
 import os
+import sys
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -17,9 +18,8 @@ torch.set_num_threads(1)  # two cores, often shared: one thread per test process
 def _finish_wandb_runs():
     """In-process CLI runs leave their W&B run open for inspection; close it after each test."""
     yield
-    import wandb
-
-    if wandb.run is not None:
+    wandb = sys.modules.get("wandb")  # a test that never imported wandb cannot have left a run open
+    if wandb is not None and wandb.run is not None:
         wandb.finish()
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import wandb
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from main import RecipeError, cli_main, resolve_checkpoint
 from tests.probes import LossRecorder, params_digest
@@ -56,6 +57,14 @@ def test_quickstart_run_layout_wandb_and_rerun(runs_root, capsys):
     # running again in the same place never fails because config.yaml exists
     cli_main(quick_args(runs_root))
     assert len(glob.glob(str(run_dir / "wandb" / "offline-run-*"))) == 2
+
+
+def test_checkpointing_off_trains_without_the_default_checkpoint(runs_root):
+    """--trainer.enable_checkpointing=false is honoured: no default ModelCheckpoint is added, nothing is saved."""
+    cli = cli_main(quick_args(runs_root, "--trainer.enable_checkpointing=false", "--trainer.logger=false"))
+    assert cli.trainer.global_step > 0
+    assert not any(isinstance(c, ModelCheckpoint) for c in cli.trainer.callbacks)
+    assert not (Path(runs_root) / "quickstart" / "checkpoints").exists()
 
 
 def test_model_gets_num_classes_and_input_shape_from_data(runs_root):
