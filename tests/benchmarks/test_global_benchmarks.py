@@ -21,6 +21,12 @@ def test_illustrative_study_smoke(tmp_path) -> None:
     again = illustrative_main(["--seeds", "0", "--epochs", "1", "--train-size", "256", "--test-size", "64",
                                "--K", "2", "--out", str(out)])
     assert [r["train_seconds"] for r in again["runs"]] == [r["train_seconds"] for r in data["runs"]]
+    # adding a seed keeps seed 0's runs and trains only the new seed's
+    more = illustrative_main(["--seeds", "0", "1", "--epochs", "1", "--train-size", "256", "--test-size", "64",
+                              "--K", "2", "--backbones", "conv", "residual", "pde", "--out", str(out)])
+    assert [(r["backbone"], r["seed"]) for r in more["runs"]][:3] == [("conv", 0), ("residual", 0), ("pde", 0)]
+    assert [r["train_seconds"] for r in more["runs"][:3]] == [r["train_seconds"] for r in data["runs"]]
+    assert [r["seed"] for r in more["runs"][3:]] == [1, 1, 1]
 
 
 def test_latency_pairs_smoke() -> None:
