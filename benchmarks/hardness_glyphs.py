@@ -31,6 +31,13 @@ Usage (about 2 CPU-minutes per seed on an idle core; the seeds can run as parall
 
 Results are written after every seed (``.json``, ``.md``), so an interrupted study keeps what finished; rerunning
 with the same ``--out`` skips the seeds already there.
+
+DiSK only (``--arms disk``: the teacher, retrained from the same seed, and the DiSK student(s); ``--pair_with``
+takes the CE and KD students of the run it repeats, by seed), with the published scheduled budget and the
+dual-ascent option side by side (configuration C, added after configuration B, results/hardness_glyphs_c.md)::
+
+    python -m benchmarks.hardness_glyphs --out results/hardness_glyphs_c.json --student resnet10_xxs --epochs 12 \
+        --arms disk --disk_budget scheduled dual_ascent --pair_with results/hardness_glyphs_b.json
 """
 
 from __future__ import annotations
@@ -53,6 +60,12 @@ CLAIMS = [
     ("hybrid_acc@cov70", "entropy_acc@cov70", "hybrid accuracy at 70% coverage > entropy routing"),
     ("disk_acc", "kd_acc", "DiSK student > KD student"),
     ("kd_acc", "ce_acc", "KD student > CE student"),
+]
+# the dual-ascent DiSK option (added after configuration B: post hoc, reported as such)
+CLAIMS_DISK_DA = [
+    ("disk_da_acc", "kd_acc", "DiSK (dual-ascent budget) student > KD student"),
+    ("disk_da_acc", "ce_acc", "DiSK (dual-ascent budget) student > CE student"),
+    ("disk_da_acc", "disk_acc", "DiSK dual-ascent budget > DiSK scheduled budget"),
 ]
 MARGIN = 0.0
 
@@ -97,15 +110,112 @@ def train_ce(net, x, y, args, seed, loss_fn=None, epochs=None):
     return net
 
 
+def disk_budget_constraint(mode: str, total: int, dual_lr: float, batches_per_epoch: int):
+    """The DiSK budget ``B <= delta(e)`` on the shared engine. delta keeps the published end points (0.6 -> 0.4,
+    x0.9 decay) with its period scaled to the ``total`` epochs of the run (half of it).
+
+    * ``scheduled`` (released CIFAR code, runner.sh ``lmbda_adaptive 5``): the penalty ``lambda(e) relu(B - delta(e))``
+      with lambda a cosine 1 -> 5 over the run. A penalty with a fixed multiplier, not a constraint: nothing makes
+      B reach delta.
+    * ``dual_ascent``: the Lagrangian ``lambda (B - delta(e))`` with ``lambda <- max(0, lambda + lr (B -
+      delta(e)))`` after every guide batch, starting from the published lambda_min 1. ``lr = dual_lr /
+      batches_per_epoch``: ``dual_lr`` is the step per epoch of mean violation, as in the released code's own dual
+      update (``dual_update_step``: ``lmbda_dual += rho * mean relu(B - delta)`` once per epoch, ``--rho 2``).
+    """
+    from modules.constraints import Constraint, CosineSchedule
+
+    half = max(total // 2, 1)
+    delta = CosineSchedule(0.6, 0.4, period=half, decay=0.9, decay_every=half)
+    if mode == "scheduled":
+        return Constraint("disk_budget", mode="scheduled", schedule=CosineSchedule(1.0, 5.0, period=total),
+                          bound=delta)
+    if mode == "dual_ascent":
+        return Constraint("disk_budget", mode="dual_ascent", init=1.0, bound=delta,
+                          lr=dual_lr / max(batches_per_epoch, 1))
+    raise ValueError(f"unknown DiSK budget mode {mode!r}")
+
+
+def train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats) -> dict[str, Any]:
+    """One DiSK student (``student()`` builds the seeded initial net); returns ``{key}_*`` diagnostics and the net
+    under ``_{key}_net``. Per guide epoch: lambda, delta, the mean budget value B and the mean guide output."""
+    from modules.disk import budget_penalty, budget_value, disk_distill_loss, topk_mask
+    from nets.router import DiskGuide
+
+    C = args.classes
+    dk = student()
+    guide = DiskGuide(t_feats.shape[1], C, width=64)
+    total = args.disk_warmup + args.epochs + math.ceil(args.epochs / args.disk_student_epochs)
+    n_batches = math.ceil(len(x) / args.batch_size)
+    budget = disk_budget_constraint(mode, total, args.disk_dual_lr, n_batches)
+    g = torch.Generator().manual_seed(seed)
+    steps = args.epochs * n_batches
+    s_opt, s_sch = _sgd(dk.parameters(), args, steps)
+    g_opt = torch.optim.Adam(guide.parameters(), lr=args.lr)
+    s_done, epoch, g_sum, g_n, b_sum, b_n = 0, 0, 0.0, 0, 0.0, 0
+    trace = []
+    while s_done < args.epochs:
+        phase = "guide" if epoch < args.disk_warmup or \
+            (epoch - args.disk_warmup) % (args.disk_student_epochs + 1) == args.disk_student_epochs else "student"
+        if mode == "scheduled":
+            budget.update(epoch=epoch)
+        else:
+            budget.epoch.fill_(epoch)  # drives the scheduled bound; the multiplier moves after each guide batch
+        dk.train(phase == "student")
+        guide.train(phase == "guide")
+        ep = {"epoch": epoch, "phase": phase, "lambda": float(budget.multiplier), "delta": budget.current_bound()}
+        sums = {"B": 0.0, "g": 0.0, "viol": 0.0, "n": 0}
+        for idx in _batches(len(x), args.batch_size, g):
+            xb, yb, tl, tf = x[idx], y[idx], t_logits[idx], t_feats[idx]
+            m = topk_mask(tl, yb, args.topk)
+            if phase == "student":
+                s = dk(xb)
+                with torch.no_grad():
+                    gv = guide(tf, tl)
+                loss = disk_distill_loss(s, tl, gv, m, args.tau_s, args.tau_t, 0.9) + 0.1 * F.cross_entropy(s, yb)
+                opt = s_opt
+                b = budget_value(s.detach(), tl, yb, gv, 5.0)
+                if s_done == args.epochs - 1:  # the guide's mean output (and B) in the last student epoch
+                    g_sum, g_n = g_sum + float(gv.sum()), g_n + len(gv)
+                    b_sum, b_n = b_sum + float(b), b_n + 1
+            else:
+                with torch.no_grad():
+                    s = dk(xb)
+                gv = guide(tf, tl)
+                b = budget_value(s, tl, yb, gv, 5.0)
+                loss = disk_distill_loss(s, tl, gv, m, args.tau_s, args.tau_t, 0.9) + budget_penalty(
+                    budget, b, gv, args.topk, 0.9)
+                opt = g_opt
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if phase == "student":
+                s_sch.step()
+            elif mode == "dual_ascent":
+                budget.update(value=b.detach())
+            sums["B"] += float(b.detach())
+            sums["g"] += float(gv.detach().mean())
+            sums["viol"] += float(b.detach() > ep["delta"])
+            sums["n"] += 1
+        n = max(sums.pop("n"), 1)
+        ep.update({k: v / n for k, v in sums.items()}, lambda_end=float(budget.multiplier))
+        trace.append(ep)
+        s_done += phase == "student"
+        epoch += 1
+    guide_eps = [e for e in trace if e["phase"] == "guide"]
+    return {f"_{key}_net": dk, f"{key}_guide_mean": g_sum / max(g_n, 1), f"{key}_B_last": b_sum / max(b_n, 1),
+            f"{key}_delta_last": guide_eps[-1]["delta"], f"{key}_lambda_last": guide_eps[-1]["lambda_end"],
+            f"{key}_trace": trace}
+
+
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from datamodules.glyphs import GlyphsDataModule
     from modules.constraints import Constraint, CosineSchedule
-    from modules.disk import budget_penalty, budget_value, disk_distill_loss, kd_loss, topk_mask
+    from modules.disk import kd_loss
     from modules.hybrid_router import entropy, hybrid_accuracy, proxy_labels, route, router_loss
     from modules.selective_classifier import osp_loss
     from modules.selective_metrics import coverage_at_error
     from nets import create_net
-    from nets.router import DiskGuide, FeatureTap, HybridRouter
+    from nets.router import FeatureTap, HybridRouter
 
     t0 = time.perf_counter()
     dm = GlyphsDataModule(num_classes=args.classes, difficulty=args.difficulty, train_size=args.train_size,
@@ -132,60 +242,27 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     tt_logits, _ = _logits_feats(teacher, t_tap, xt)
     res["teacher_acc"] = float((tt_logits.argmax(1) == yt).float().mean() * 100)
 
-    # CE student (also the softmax-response model and the edge model)
-    ce = train_ce(student(), x, y, args, seed)
-    ce_logits, res["ce_acc"] = acc(ce)
+    if args.arms == "all":
+        # CE student (also the softmax-response model and the edge model)
+        ce = train_ce(student(), x, y, args, seed)
+        ce_logits, res["ce_acc"] = acc(ce)
 
-    # KD student
-    kd = train_ce(student(), x, y, args, seed,
-                  loss_fn=lambda net, idx, xb, yb: kd_loss(net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha))
-    _, res["kd_acc"] = acc(kd)
+        # KD student
+        kd = train_ce(student(), x, y, args, seed, loss_fn=lambda net, idx, xb, yb: kd_loss(
+            net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha))
+        _, res["kd_acc"] = acc(kd)
 
-    # DiSK student: guide warm-up, then (student_epochs student, 1 guide) cycles; student epochs = args.epochs
-    dk = student()
-    guide = DiskGuide(t_feats.shape[1], C, width=64)
-    total = args.disk_warmup + args.epochs + math.ceil(args.epochs / args.disk_student_epochs)
-    budget = Constraint("disk_budget", mode="scheduled", schedule=CosineSchedule(1.0, 5.0, period=total),
-                        bound=CosineSchedule(0.6, 0.4, period=max(total // 2, 1), decay=0.9,
-                                             decay_every=max(total // 2, 1)))
-    g = torch.Generator().manual_seed(seed)
-    steps = args.epochs * math.ceil(len(x) / args.batch_size)
-    s_opt, s_sch = _sgd(dk.parameters(), args, steps)
-    g_opt = torch.optim.Adam(guide.parameters(), lr=args.lr)
-    s_done, epoch, g_sum, g_n = 0, 0, 0.0, 0
-    while s_done < args.epochs:
-        phase = "guide" if epoch < args.disk_warmup or \
-            (epoch - args.disk_warmup) % (args.disk_student_epochs + 1) == args.disk_student_epochs else "student"
-        budget.update(epoch=epoch)
-        dk.train(phase == "student")
-        guide.train(phase == "guide")
-        for idx in _batches(len(x), args.batch_size, g):
-            xb, yb, tl, tf = x[idx], y[idx], t_logits[idx], t_feats[idx]
-            m = topk_mask(tl, yb, args.topk)
-            if phase == "student":
-                s = dk(xb)
-                with torch.no_grad():
-                    gv = guide(tf, tl)
-                loss = disk_distill_loss(s, tl, gv, m, args.tau_s, args.tau_t, 0.9) + 0.1 * F.cross_entropy(s, yb)
-                opt = s_opt
-                if s_done == args.epochs - 1:  # the guide's mean output in the last student epoch
-                    g_sum, g_n = g_sum + float(gv.sum()), g_n + len(gv)
-            else:
-                with torch.no_grad():
-                    s = dk(xb)
-                gv = guide(tf, tl)
-                loss = disk_distill_loss(s, tl, gv, m, args.tau_s, args.tau_t, 0.9) + budget_penalty(
-                    budget, budget_value(s, tl, yb, gv, 5.0), gv, args.topk, 0.9)
-                opt = g_opt
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if phase == "student":
-                s_sch.step()
-        s_done += phase == "student"
-        epoch += 1
-    _, res["disk_acc"] = acc(dk)
-    res["disk_guide_mean"] = g_sum / max(g_n, 1)
+    # DiSK student(s): guide warm-up, then (student_epochs student, 1 guide) cycles; student epochs = args.epochs.
+    # One DiSK student per budget mode (same init, data order and guide init): ``scheduled`` is the released
+    # lambda/delta cosine pair; ``dual_ascent`` enforces B <= delta(e) with projected dual ascent on the shared
+    # engine (an option added after configuration B, see the module doc).
+    for mode in args.disk_budget:
+        key = "disk" if mode == "scheduled" else "disk_da"
+        res.update(train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats))
+        _, res[f"{key}_acc"] = acc(res.pop(f"_{key}_net"))
+    if args.arms == "disk":
+        res["seconds"] = time.perf_counter() - t0
+        return res
 
     # OSP on the teacher's net and init (paper Lagrangian, learned multipliers through the constraint engine);
     # softmax response is the CE-trained teacher itself
@@ -264,15 +341,28 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def pair_with(runs: list[dict[str, Any]], path: str | Path) -> None:
+    """Add another run's per-seed values (same seeds) for the keys this run lacks, suffixed ``_b`` when the key
+    exists here too: a ``--arms disk`` rerun is compared with the CE and KD students of the run it repeats."""
+    other = {r["seed"]: r for r in json.loads(Path(path).read_text())["runs"]}
+    for r in runs:
+        o = other[r["seed"]]
+        for k in ("ce_acc", "kd_acc", "teacher_acc", "disk_acc", "disk_guide_mean"):
+            if k in o:
+                r[k if k not in r else f"{k}_b"] = o[k]
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     from benchmarks.seeds import compare, mean_ci
 
-    keys = [k for k in runs[0] if k not in ("seed",)]
+    keys = [k for k in runs[0] if k != "seed" and isinstance(runs[0][k], (int, float))]
     out: dict[str, Any] = {"n_seeds": len(runs)}
     if len(runs) >= 2:
         out["intervals"] = {k: vars(mean_ci([r[k] for r in runs])) for k in keys}
     claims = []
-    for a, b, text in CLAIMS:
+    for a, b, text in CLAIMS + CLAIMS_DISK_DA:
+        if a not in runs[0] or b not in runs[0]:
+            continue
         entry = {"claim": text, "a": a, "b": b, "margin": MARGIN}
         if len(runs) >= 5:
             c = compare([r[a] for r in runs], [r[b] for r in runs], margin=MARGIN, names=(a, b))
@@ -320,13 +410,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tau_t", type=float, default=4.0)
     ap.add_argument("--disk_warmup", type=int, default=1)
     ap.add_argument("--disk_student_epochs", type=int, default=3)
+    ap.add_argument("--disk_budget", nargs="+", default=["scheduled"], choices=["scheduled", "dual_ascent"],
+                    help="DiSK budget handling, one DiSK student per mode (see disk_budget_constraint)")
+    ap.add_argument("--disk_dual_lr", type=float, default=2.0,
+                    help="dual_ascent: multiplier step per epoch of mean violation (released code's --rho 2)")
+    ap.add_argument("--arms", default="all", choices=["all", "disk"],
+                    help="disk: train only the teacher and the DiSK student(s) (same seeds, same teacher)")
+    ap.add_argument("--pair_with", default=None,
+                    help="a results JSON of the same seeds whose ce/kd (and other missing) values join each seed")
     ap.add_argument("--mu", type=float, default=1.67)
     ap.add_argument("--router_epochs", type=int, default=8)
     ap.add_argument("--adapt_epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache_dir", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="JSON files of partial runs to merge into --out")
-    ap.add_argument("--notes", default=None, help="with --merge: a text file whose content is added to the report")
+    ap.add_argument("--notes", default=None, help="a text file whose content is added to the report")
     args = ap.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
@@ -355,7 +453,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     if out.exists():
         old = json.loads(out.read_text())
-        if old.get("settings") == {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "threads")}:
+        unrun = ("out", "seeds", "threads", "notes")
+        if old.get("settings") == {k: v for k, v in vars(args).items() if k not in unrun}:
             runs = old["runs"]
     done = {r["seed"] for r in runs}
     command = "python -m benchmarks.hardness_glyphs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -364,10 +463,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if seed in done:
             continue
         runs.append(run_seed(seed, args))
-        print(json.dumps(runs[-1]), flush=True)
+        if args.pair_with:
+            pair_with(runs[-1:], args.pair_with)
+        print(json.dumps({k: v for k, v in runs[-1].items() if not k.endswith("_trace")}), flush=True)
         data = {"command": command, "machine": f"cpu2 (2 shared cores), {platform.processor() or platform.machine()}",
-                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "threads")},
+                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "threads", "notes")},
                 "runs": runs, "summary": summarise(runs)}
+        if args.notes:
+            data["notes"] = Path(args.notes).read_text().strip()
         out.write_text(json.dumps(data, indent=1))
         write_markdown(out.with_suffix(".md"), data)
     return data

@@ -45,8 +45,8 @@ Example::
 
     budget = Constraint("disk_budget", mode="scheduled",
                         schedule=CosineSchedule(1.0, 5.0, period=50),
-                        bound=CosineSchedule(0.6, 0.4, period=20, decay=0.9, decay_every=20))
-    budget.update(epoch=trainer.current_epoch)            # at each epoch start
+                        bound=CosineSchedule(0.6, 0.4, period=20, decay=0.9, decay_every=20, decay_start=True))
+    budget.update(epoch=outer_epoch)                      # at each epoch start
 """
 
 from __future__ import annotations
@@ -113,10 +113,12 @@ def grad_reverse(x: Tensor) -> Tensor:
 class CosineSchedule:
     """Cosine between ``start`` (epoch 0) and ``end`` (epoch ``period``), restarting every ``period`` epochs.
 
-    ``value(e) = end + (start - end) * d(e) * (1 + cos(pi * (e mod period) / period)) / 2`` rescaled so that
-    the low end stays ``end``: with ``decay`` the high end shrinks as ``start_e = end + (start - end) *
-    decay ** (e // decay_every)`` (DiSK's delta: its maximum shrinks x0.9 every 20 epochs). ``start < end``
-    gives an increasing cosine (DiSK's lambda from 1 to 5). ``decay`` applies to the distance to ``end``.
+    ``value(e) = end + (start_e - end) * (1 + cos(pi * (e mod period) / period)) / 2``. With ``decay`` the
+    start shrinks every ``decay_every`` epochs, ``k = e // decay_every``: by default (``decay_start=False``) the
+    distance to ``end`` shrinks, ``start_e = end + (start - end) * decay ** k``, so the schedule never crosses
+    ``end``; with ``decay_start=True`` the start itself shrinks, ``start_e = start * decay ** k`` (the released
+    DiSK code: ``budget_g_max *= 0.9`` every 20 epochs, so delta(20) = 0.54 and, once ``start_e < end``, the
+    cosine rises from ``start_e`` to ``end``). ``start < end`` gives an increasing cosine (DiSK's lambda 1 -> 5).
     """
 
     start: float
@@ -124,6 +126,7 @@ class CosineSchedule:
     period: int = 1
     decay: float = 1.0
     decay_every: int = 0
+    decay_start: bool = False
 
     def __post_init__(self) -> None:
         if int(self.period) < 1:
@@ -135,7 +138,9 @@ class CosineSchedule:
         e = max(int(epoch), 0)
         start = self.start
         if self.decay_every and self.decay != 1.0:
-            start = self.end + (self.start - self.end) * self.decay ** (e // int(self.decay_every))
+            k = e // int(self.decay_every)
+            start = self.start * self.decay ** k if self.decay_start else \
+                self.end + (self.start - self.end) * self.decay ** k
         phase = (e % int(self.period)) / int(self.period)
         return float(self.end + (start - self.end) * 0.5 * (1.0 + math.cos(math.pi * phase)))
 
@@ -239,6 +244,11 @@ class Constraint(nn.Module):
         return term.sum() if self.reduction == "sum" else term.mean()
 
     # ----------------------------------------------------------------------------------------------- updates
+    @torch.no_grad()
+    def set_epoch(self, epoch: int) -> None:
+        """Record the epoch only (it drives scheduled bounds); the multiplier does not move."""
+        self.epoch.fill_(int(epoch))
+
     @torch.no_grad()
     def update(self, value: Tensor | None = None, bound: Tensor | float | None = None,
                epoch: int | None = None) -> Tensor:

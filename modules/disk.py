@@ -16,8 +16,19 @@ the guide's output in [0, 1], K = ``topk``):
   penalty ``P = lambda(e) relu(B - delta(e)) + lambda_nll mean_i log(1 + K g_i)`` (:func:`budget_penalty`),
   its multiplier and bound from :class:`modules.constraints.Constraint` in ``scheduled`` mode: lambda a cosine
   from 1 to 5 with period 50 epochs, delta a cosine from 0.6 to 0.4 with period 20 whose maximum shrinks x0.9
-  every 20 epochs (CIFAR ``runner.sh``). ``budget_form: poster`` uses the poster's
+  every 20 epochs (CIFAR ``runner.sh``; delta(20) = 0.54). ``budget_form: poster`` uses the poster's
   ``B = -(1/N) sum_i g_i log s_{y_i}`` instead.
+* The schedules' "epoch" is the released code's counter (:meth:`DiSK.schedule_epoch`): the warm-up epochs count
+  0 .. guide_warmup - 1, then one count per **outer** epoch of ``student_epochs + guide_epochs`` Lightning
+  epochs, numbered from 0 (``DiSK.py``'s ``main_train_eval_loop`` passes its outer-loop ``epoch``). Periods 50 and
+  20 are outer epochs (300 and 120 Lightning epochs in the CIFAR schedule), not Lightning epochs.
+* ``budget_mode: dual_ascent`` (an option, not the published setting) treats the budget as the constraint
+  ``B <= delta(e)``: the Lagrangian term ``lambda (B - delta(e))`` with ``lambda <- max(0, lambda + lr (B -
+  delta(e)))`` after every guide batch (the shared engine's projected dual ascent), starting from
+  ``lambda_min``; ``lr = dual_lr / batches per epoch``, ``dual_lr`` being the step per epoch of violation (the
+  released code's own ``dual_update_step`` adds ``rho * mean relu(B - delta)`` once per epoch, ``--rho 2``).
+  The scheduled lambda is a penalty weight: nothing makes B reach delta (on the glyph study B stays several times
+  above delta, results/hardness_glyphs_c.md).
 
 Training alternates by epoch (manual optimisation, two optimizers): ``guide_warmup`` guide epochs, then cycles of
 ``student_epochs`` student epochs (guide frozen, P not used) and ``guide_epochs`` guide epochs (student frozen,
@@ -175,6 +186,8 @@ class DiSK(pl.LightningModule):
         lambda_min, lambda_max, lambda_period: the cosine multiplier schedule of the budget.
         delta_max, delta_min, delta_period, delta_decay, delta_decay_every: the cosine budget schedule.
         budget_form: ``code`` (default) or ``poster`` (see :func:`budget_value`).
+        budget_mode: ``scheduled`` (published: lambda follows its cosine) or ``dual_ascent`` (B <= delta enforced
+            by projected dual ascent from ``lambda_min``, step ``dual_lr`` per epoch of violation).
         guide_warmup, student_epochs, guide_epochs: the epoch alternation.
         kd_tau, kd_alpha: standard KD's temperature and weight.
         optimizer, guide_optimizer, lr_scheduler: factories (the scheduler applies to the student).
@@ -206,6 +219,8 @@ class DiSK(pl.LightningModule):
         delta_decay: float = 0.9,
         delta_decay_every: int = 20,
         budget_form: Literal["code", "poster"] = "code",
+        budget_mode: Literal["scheduled", "dual_ascent"] = "scheduled",
+        dual_lr: float = 2.0,
         guide_warmup: int = 5,
         student_epochs: int = 3,
         guide_epochs: int = 3,
@@ -234,12 +249,15 @@ class DiSK(pl.LightningModule):
         self.teacher.requires_grad_(False)
         self.teacher_tap = FeatureTap(self.teacher)
         self.guide = DiskGuide(self.teacher_tap.dim, num_classes, guide_width) if method == "disk" else None
-        self.budget = Constraint(
-            "disk_budget", mode="scheduled",
-            schedule=CosineSchedule(lambda_min, lambda_max, period=lambda_period),
-            bound=CosineSchedule(delta_max, delta_min, period=delta_period, decay=delta_decay,
-                                 decay_every=delta_decay_every),
-        )
+        if budget_mode not in ("scheduled", "dual_ascent"):
+            raise ConstraintError(f"budget_mode must be scheduled or dual_ascent, got {budget_mode!r}.")
+        delta = CosineSchedule(delta_max, delta_min, period=delta_period, decay=delta_decay,
+                               decay_every=delta_decay_every, decay_start=True)
+        if budget_mode == "scheduled":
+            self.budget = Constraint("disk_budget", mode="scheduled",
+                                     schedule=CosineSchedule(lambda_min, lambda_max, period=lambda_period), bound=delta)
+        else:
+            self.budget = Constraint("disk_budget", mode="dual_ascent", init=lambda_min, bound=delta, lr=dual_lr)
         self.teacher_loaded = False
         self.optimizer_factory = optimizer
         self.guide_optimizer_factory = guide_optimizer
@@ -275,11 +293,30 @@ class DiSK(pl.LightningModule):
             warnings.warn("DiSK: no teacher weights were loaded (no init_from / teacher_ckpt): the teacher is "
                           "random. Real runs must chain from the teacher's recipe.", stacklevel=1)
 
+    def schedule_epoch(self, epoch: int) -> int:
+        """The budget schedules' epoch for Lightning epoch ``epoch``: ``epoch`` during the guide warm-up, then the
+        outer-epoch index ``(epoch - guide_warmup) // (student_epochs + guide_epochs)`` (released code)."""
+        h = self.hparams
+        if h.method != "disk" or epoch < h.guide_warmup:
+            return int(epoch)
+        return (int(epoch) - h.guide_warmup) // (h.student_epochs + h.guide_epochs)
+
+    def _advance_budget(self) -> None:
+        e = self.schedule_epoch(self.current_epoch)
+        if self.hparams.budget_mode == "scheduled":
+            self.budget.update(epoch=e)
+        else:
+            self.budget.set_epoch(e)
+
     def on_fit_start(self) -> None:
-        self.budget.update(epoch=self.current_epoch)
+        self._advance_budget()
 
     def on_train_epoch_start(self) -> None:
-        self.budget.update(epoch=self.current_epoch)
+        if self.hparams.budget_mode == "dual_ascent":  # dual_lr per epoch, spread over the epoch's batches
+            batches = self.trainer.num_training_batches
+            batches = int(batches) if isinstance(batches, int | float) and 0 < batches < float("inf") else 1
+            self.budget.lr = float(self.hparams.dual_lr) / batches
+        self._advance_budget()
 
     def phase(self, epoch: int) -> str:
         """``student`` or ``guide``: which part trains in ``epoch`` (always ``student`` for kd/ce)."""
@@ -321,6 +358,7 @@ class DiSK(pl.LightningModule):
             out["loss"] = out["distill"] + out["aux"]
         else:
             b = budget_value(s, t, y, g, h.max_ce, h.budget_form)
+            out["budget"] = b.detach()
             out["penalty"] = budget_penalty(self.budget, b, g, h.topk, h.lambda_nll)
             out["loss"] = out["distill"] + out["penalty"]
         return out
@@ -341,6 +379,9 @@ class DiSK(pl.LightningModule):
         opt.zero_grad()
         self.manual_backward(out["loss"])
         opt.step()
+        if phase == "guide" and self.hparams.method == "disk" and self.hparams.budget_mode == "dual_ascent":
+            # one multiplier on every rank: the batch budget value averaged over ranks
+            self.budget.update(value=self.trainer.strategy.reduce(out["budget"], reduce_op="mean"))
         bs = x.shape[0]
         self.log(f"train/loss_{phase}", out["loss"].detach(), on_step=True, on_epoch=True, batch_size=bs)
         for key in ("distill", "aux", "penalty", "guide_mean"):

@@ -64,6 +64,11 @@ def test_scheduled_mode_follows_the_published_cosines():
     assert delta(10) == pytest.approx(0.5)
     assert delta(20) == pytest.approx(0.4 + 0.2 * 0.9)
     assert delta(45) == pytest.approx(0.4 + 0.2 * 0.81 * (1 + math.cos(math.pi * 5 / 20)) / 2)
+    # the released DiSK code multiplies the maximum itself by 0.9 (budget_g_max *= 0.9): decay_start=True
+    released = CosineSchedule(0.6, 0.4, period=20, decay=0.9, decay_every=20, decay_start=True)
+    assert released(0) == pytest.approx(0.6) and released(10) == pytest.approx(0.5)
+    assert released(20) == pytest.approx(0.54)
+    assert released(45) == pytest.approx(0.4 + (0.6 * 0.81 - 0.4) * (1 + math.cos(math.pi * 5 / 20)) / 2)
     c.update(epoch=10)
     value = torch.tensor(0.7)
     # lambda(10) relu(value - delta(10))

@@ -90,26 +90,75 @@ def _model(**kw):
                 student_kwargs={"widths": [4, 8]}, teacher_kwargs={"widths": [8, 16]}, guide_width=8, **kw)
 
 
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)),
+                      batch_size=4)
+
+
 def test_phases_and_scheduled_multiplier_through_training(tmp_path):
-    model = _model(guide_warmup=1, student_epochs=1, guide_epochs=1, lambda_period=2,
+    model = _model(guide_warmup=1, student_epochs=1, guide_epochs=1, lambda_period=4,
                    optimizer=lambda p: torch.optim.SGD(p, lr=0.05), guide_optimizer=lambda p: torch.optim.SGD(p, lr=0.05))
     assert [model.phase(e) for e in range(5)] == ["guide", "student", "guide", "student", "guide"]
-    g = torch.Generator().manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)),
-                      batch_size=4)
+    data = _data()
     teacher0 = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     guide0 = [p.detach().clone() for p in model.guide.parameters()]
-    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path, num_sanity_val_steps=0)
     with pytest.warns(UserWarning, match="no teacher weights"):
         trainer.fit(model, data, data)
-    assert float(model.budget.multiplier) == pytest.approx(CosineSchedule(1.0, 5.0, period=2)(1))
+    # Lightning epoch 3 = outer epoch (3 - 1) // 2 = 1 of the released code, not schedule epoch 3
+    assert float(model.budget.multiplier) == pytest.approx(CosineSchedule(1.0, 5.0, period=4)(1))
+    assert int(model.budget.epoch) == 1
     for k, v in model.teacher.state_dict().items():  # the teacher is frozen (BN statistics included)
         torch.testing.assert_close(v, teacher0[k])
     assert any(not torch.equal(a, b) for a, b in zip(guide0, model.guide.parameters(), strict=True))
     assert "val/acc1" in trainer.callback_metrics
     ckpt = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
     assert ckpt["state_dict"]["budget.lam"] == model.budget.lam
+
+
+def test_schedule_epoch_is_the_released_outer_epoch_and_delta_max_shrinks_x09():
+    """DiSK.py passes its outer-loop epoch (3 student + 3 guide epochs each, after 5 warm-up epochs) to the
+    lambda/delta cosines, and multiplies budget_g_max by 0.9 every 20 outer epochs (runner.sh: delta(20) = 0.54)."""
+    model = _model(guide_warmup=5, student_epochs=3, guide_epochs=3)
+    got = [model.schedule_epoch(e) for e in (0, 4, 5, 10, 11, 5 + 6 * 25, 5 + 6 * 25 + 5, 1204)]
+    assert got == [0, 4, 0, 0, 1, 25, 25, 199]
+    delta = model.budget.bound
+    assert delta(0) == pytest.approx(0.6)
+    assert delta(10) == pytest.approx(0.5)
+    assert delta(20) == pytest.approx(0.54)  # budget_g_max 0.6 * 0.9
+    assert delta(100) == pytest.approx(0.6 * 0.9 ** 5)  # below delta_min 0.4: the cosine then rises towards 0.4
+    assert delta(110) == pytest.approx(0.4 + (0.6 * 0.9 ** 5 - 0.4) * 0.5)
+    lam = model.budget.schedule
+    assert lam(25) == pytest.approx(3.0) and lam(50) == pytest.approx(1.0)
+
+
+def test_dual_ascent_budget_option_moves_the_multiplier_in_guide_epochs(tmp_path):
+    sgd = lambda p: torch.optim.SGD(p, lr=0.05)  # noqa: E731
+    model = _model(guide_warmup=1, student_epochs=1, guide_epochs=1, budget_mode="dual_ascent", dual_lr=2.0,
+                   optimizer=sgd, guide_optimizer=sgd)
+    assert model.budget.mode == "dual_ascent" and float(model.budget.multiplier) == 1.0
+    values = []
+    update = model.budget.update
+
+    def record(value=None, bound=None, epoch=None):
+        values.append((float(value), float(model.budget.current_bound())))
+        return update(value=value, bound=bound, epoch=epoch)
+
+    model.budget.update = record
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match="no teacher weights"):
+        trainer.fit(model, _data(), _data())
+    assert model.budget.lr == pytest.approx(2.0 / 2)  # dual_lr per epoch spread over the 2 batches
+    assert len(values) == 2  # one update per guide batch (epoch 0), none in the student epoch
+    want = 1.0
+    for v, d in values:
+        want = max(0.0, want + 1.0 * (v - d))
+    assert float(model.budget.multiplier) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ConstraintError, match="budget_mode"):
+        _model(budget_mode="hard")
 
 
 def test_teacher_from_init_from_checkpoint_and_errors(tmp_path):
