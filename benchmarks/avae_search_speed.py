@@ -89,33 +89,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="quarter batches, one repeat")
     p.add_argument("--device", default="cpu", help="cpu (1 thread, CPU time) or cuda (wall time, synchronised)")
-    p.add_argument("--out", default=None, help="default results/avae_search_speed[_cuda].json")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (> 1: wall time is the measure)")
+    p.add_argument("--out", default=None, help="default results/avae_search_speed[_cuda|_<n>threads].json")
     a = p.parse_args(argv)
     cuda = a.device.startswith("cuda")
-    a.out = a.out or str(RESULTS / f"avae_search_speed{'_cuda' if cuda else ''}.json")
-    torch.set_num_threads(1)
+    suffix = "_cuda" if cuda else (f"_{a.threads}threads" if a.threads > 1 else "")
+    a.out = a.out or str(RESULTS / f"avae_search_speed{suffix}.json")
+    torch.set_num_threads(a.threads)
     rows = []
     for cfg in CONFIGS:
         row = measure(cfg, 1 if a.quick else a.repeats, 0.25 if a.quick else 1.0, a.device)
-        if cuda:  # the CPU time of a CUDA process is the host's, not the work's: the wall time is the measure
+        if cuda or a.threads > 1:  # the CPU time sums threads (or is the host's under CUDA): wall time measures
             row["speedup"] = row["speedup_wall"]
         rows.append(row)
         print(f"{row['config']}: batched {row['batched_s']:.2f} s CPU, loop {row['loop_s']:.2f} s CPU, "
               f"x{row['speedup']:.1f} (max loss diff {row['max_loss_diff']:.2e})", flush=True)
     machine = torch.cuda.get_device_name(0) if cuda else "cpu2 (2 shared cores)"
-    result = {"rows": rows, "machine": machine, "threads": 1, "torch": torch.__version__,
+    result = {"rows": rows, "machine": machine, "threads": a.threads, "torch": torch.__version__,
               "python": platform.python_version(), "command": "python -m benchmarks.avae_search_speed"
-              + (" --quick" if a.quick else "") + (f" --device {a.device}" if cuda else ""),
+              + (" --quick" if a.quick else "") + (f" --device {a.device}" if cuda else "")
+              + (f" --threads {a.threads}" if a.threads > 1 else ""),
               "goal": "batched >= 10x faster than the per-sample loop"}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    where = f"{machine}, wall time synchronised" if cuda else "CPU, 1 thread"
+    where = (f"{machine}, wall time synchronised" if cuda else
+             f"CPU, {a.threads} threads, wall time" if a.threads > 1 else "CPU, 1 thread")
     lines = [f"# Affine VAE pose search: batched vs per-sample loop ({where})", "",
              "Same restarts (init) and the same algorithm in both; time per search call over the whole batch, median "
-             f"of {1 if a.quick else a.repeats} after a warm-up. Machine: {result['machine']} (shared with other jobs: "
-             "absolute times are noisy, the ratio less so).", "",
-             "| configuration | batch | restarts x steps (keep) | batched CPU s | loop CPU s | speed-up (CPU) | "
+             f"of {1 if a.quick else a.repeats} after a warm-up. Machine: {result['machine']}"
+             + (" (one GPU, not shared)." if cuda else
+                " (shared with other jobs: absolute times are noisy, the ratio less so)."), "",
+             "| configuration | batch | restarts x steps (keep) | batched CPU s | loop CPU s | speed-up ("
+             f"{'wall, the measure' if cuda or a.threads > 1 else 'CPU time, the measure'}) | "
              "speed-up (wall) | max loss diff |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
