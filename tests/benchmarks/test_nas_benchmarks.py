@@ -57,3 +57,18 @@ def test_demo_stages_and_latency_end_to_end(tiny_bert, tmp_path):
     assert result["arch"] == summary["searched"][0]["arch"]
     assert [(r["batch"], r["seq_len"]) for r in result["rows"]] == [(1, 16), (1, 32), (2, 16), (2, 32)]
     assert "speed-up" in (tmp_path / "results" / "nas_latency.md").read_text()
+
+
+def test_seeds_stage_summarises_drop_top_prefixes_per_depth(tmp_path):
+    parts, results = tmp_path / "parts", tmp_path / "results"
+    parts.mkdir()
+    runs = [([0, 1, 2], 0, 90.0), ([0, 1, 2], 1, 94.0), ([0], 0, 48.8), ([1, 3, 5], 0, 70.0)]
+    for layers, seed, acc in runs:
+        name = f"finetune_L{''.join(map(str, layers))}_s{seed}"
+        (parts / f"{name}.json").write_text(json.dumps({"name": name, "arch": {"layers": layers, "downsample": {}},
+                                                        "test_acc": acc, "seed": seed, "init": "pretrained"}))
+    out = nas_synthetic.main(["seeds", "--parts", str(parts), "--results", str(results)])
+    assert [(r["layers"], r["seeds"], r["test_acc"]) for r in out["rows"]] == [(3, [0, 1], [90.0, 94.0]),
+                                                                                 (1, [0], [48.8])]
+    assert out["rows"][0]["mean"] == 92.0 and out["rows"][0]["ci"][0] < 92.0 < out["rows"][0]["ci"][1]
+    assert "| 1 | 0 | 48.8 | 48.8 | 1 of 1 |" in (results / "nas_synthetic_seeds.md").read_text()
