@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     suffix = "_cuda" if cuda else (f"_{a.threads}threads" if a.threads > 1 else "")
     a.out = a.out or str(RESULTS / f"avae_search_speed{suffix}.json")
     torch.set_num_threads(a.threads)
+    wall = cuda or a.threads > 1  # the CPU time sums threads (or is the host's under CUDA): wall time measures
     rows = []
     for cfg in CONFIGS:
         row = measure(cfg, 1 if a.quick else a.repeats, 0.25 if a.quick else 1.0, a.device)
-        if cuda or a.threads > 1:  # the CPU time sums threads (or is the host's under CUDA): wall time measures
+        if wall:
             row["speedup"] = row["speedup_wall"]
         rows.append(row)
         print(f"{row['config']}: batched {row['batched_s']:.2f} s CPU, loop {row['loop_s']:.2f} s CPU, "
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
              + (" (one GPU, not shared)." if cuda else
                 " (shared with other jobs: absolute times are noisy, the ratio less so)."), "",
              "| configuration | batch | restarts x steps (keep) | batched CPU s | loop CPU s | speed-up ("
-             f"{'wall, the measure' if cuda or a.threads > 1 else 'CPU time, the measure'}) | "
+             f"{'wall, the measure' if wall else 'CPU time, the measure'}) | "
              "speed-up (wall) | max loss diff |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

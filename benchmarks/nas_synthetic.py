@@ -395,11 +395,10 @@ def run_seeds(args: argparse.Namespace) -> dict[str, Any]:
     by_depth: dict[int, dict[int, float]] = {}
     for p in sorted(parts.glob("finetune_L*_s*.json")):
         r = json.loads(p.read_text())
-        if r.get("init", "pretrained") != "pretrained" or "arch" in r and r["arch"].get("downsample"):
-            continue
-        layers = r["arch"]["layers"] if "arch" in r else [int(c) for c in r["name"].split("_")[1][1:]]
-        if layers != list(range(len(layers))):
-            continue  # not a drop-top prefix
+        layers = r["arch"]["layers"]
+        if r.get("init", "pretrained") != "pretrained" or r["arch"].get("downsample") \
+                or layers != list(range(len(layers))):
+            continue  # not a pretrained drop-top prefix
         by_depth.setdefault(len(layers), {})[int(r["seed"])] = float(r["test_acc"])
     rows = []
     for depth in sorted(by_depth, reverse=True):
