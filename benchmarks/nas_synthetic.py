@@ -113,7 +113,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     dm = _data(args)
     module = TextClassifier(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
                             arch=arch, optimizer=_optimizer(args.lr))
-    supernet = Path(args.parts) / "search" / "supernet.pt"
+    supernet = search_dir(args) / "supernet.pt"
     init = "pretrained"
     if args.from_search and supernet.is_file():  # the chained recipe's path: subnet weights from the supernet
         checkpoint = {"state_dict": torch.load(supernet, map_location="cpu", weights_only=True), "searched_arch": arch}
@@ -136,9 +136,20 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def search_dir(args: argparse.Namespace, write: bool = False) -> Path:
+    """A seed's search directory, ``<parts>/search_s<seed>`` (supernet.pt, searched_arch.json, pareto.png), so that
+    searches with different seeds do not overwrite each other. Reading falls back to the single-seed layout of
+    earlier runs, ``<parts>/search``, when the seed's directory does not exist."""
+    per_seed = Path(args.parts) / f"search_s{args.seed}"
+    legacy = Path(args.parts) / "search"
+    if write or per_seed.is_dir() or not legacy.is_dir():
+        return per_seed
+    return legacy
+
+
 def _choose_from_search(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Re-applies a choice rule to a finished search's Pareto front (``<parts>/search/searched_arch.json``)."""
-    saved = json.loads((Path(args.parts) / "search" / "searched_arch.json").read_text())
+    """Re-applies a choice rule to a finished search's Pareto front (``<parts>/search_s<seed>/searched_arch.json``)."""
+    saved = json.loads((search_dir(args) / "searched_arch.json").read_text())
     front, full = saved["front"], saved["full"]
     if args.selection == "budget":
         ok = [e for e in front if e["latency_ms"] <= args.latency_budget * full["latency_ms"]]
@@ -151,7 +162,7 @@ def _choose_from_search(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
     search["rechosen_by"] = {"selection": args.selection, "latency_budget": args.latency_budget,
                              "max_acc_drop": args.max_acc_drop}
     return chosen["arch"], {"search": search, "n_candidates": len(saved["candidates"]),
-                            "test_acc_supernet_weights": None}
+                            "test_acc_supernet_weights": None, "search_dir": str(search_dir(args))}
 
 
 def run_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,23 +174,24 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
     pl.seed_everything(args.seed, verbose=False)
     dm = _data(args)
     parts = Path(args.parts)
+    out_dir = search_dir(args, write=True)
     search = TransformerSearch(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
                                optimizer=_optimizer(args.lr), population=args.population,
                                generations=args.generations, search_batches=args.search_batches,
                                max_acc_drop=args.max_acc_drop, latency_repeats=args.latency_repeats,
-                               subnets_per_step=args.subnets_per_step,
-                               search_seed=args.seed)
-    trainer = _trainer(args.search_epochs, root_dir=parts / "search")
+                               subnets_per_step=args.subnets_per_step, selection=args.selection,
+                               latency_budget=args.latency_budget, search_seed=args.seed)
+    trainer = _trainer(args.search_epochs, root_dir=out_dir)
     start = time.time()
-    trainer.fit(search, datamodule=dm)  # the search runs at the end of the last epoch, writes into parts/search
+    trainer.fit(search, datamodule=dm)  # the search runs at the end of the last epoch, writes into out_dir
     search_s = time.time() - start
     result = search.search_results
-    torch.save(search.state_dict(), parts / "search" / "supernet.pt")  # for --from-search fine-tunes
+    torch.save(search.state_dict(), out_dir / "supernet.pt")  # for --from-search fine-tunes
     if args.search_only:
         return result
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "nas_synthetic_pareto.png").write_bytes((parts / "search" / "pareto.png").read_bytes())
+    (results_dir / "nas_synthetic_pareto.png").write_bytes((out_dir / "pareto.png").read_bytes())
     chosen = result["chosen"]["arch"]
     # the chained recipe's path: the chosen subnet initialised from the supernet, then fine-tuned
     pl.seed_everything(args.seed, verbose=False)
@@ -199,7 +211,11 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
            "seed": args.seed, "epochs": args.epochs, "search_epochs": args.search_epochs, "search_s": search_s,
            "train_s": time.time() - start, "init": "supernet", "search": {k: v for k, v in result.items()
                                                                           if k != "candidates"},
-           "n_candidates": len(result["candidates"])}
+           "n_candidates": len(result["candidates"]), "search_dir": str(out_dir),
+           "settings": {k: getattr(args, k) for k in (
+               "train_size", "val_size", "test_size", "max_length", "batch_size", "lr", "data_seed", "population",
+               "generations", "subnets_per_step", "search_batches", "selection", "latency_budget", "max_acc_drop",
+               "latency_repeats", "threads")}}
     _write(parts, name, out)
     return out
 
@@ -447,7 +463,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--search-batches", type=int, default=8)
     parser.add_argument("--max-acc-drop", type=float, default=0.5)
     parser.add_argument("--from-search", action="store_true",
-                        help="finetune: the architecture chosen from <parts>/search/searched_arch.json's front")
+                        help="finetune: the architecture chosen from <parts>/search_s<seed>/searched_arch.json's "
+                             "front (<parts>/search/ when that seed's directory does not exist: earlier runs)")
     parser.add_argument("--selection", default="max_drop", choices=["max_drop", "budget"])
     parser.add_argument("--search-only", action="store_true", help="search: stop after the search (no fine-tune)")
     parser.add_argument("--latency-budget", type=float, default=0.5)
