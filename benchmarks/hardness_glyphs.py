@@ -38,6 +38,17 @@ dual-ascent option side by side (configuration C, added after configuration B, r
 
     python -m benchmarks.hardness_glyphs --out results/hardness_glyphs_c.json --student resnet10_xxs --epochs 12 \
         --arms disk --disk_budget scheduled dual_ascent --pair_with results/hardness_glyphs_b.json
+
+Configuration D (post hoc, results/hardness_glyphs_d.md): as C with the dual step 20 (the budget enforced) and, per
+budget mode, a second DiSK student started from the seed's CE student as in the released runner (``--disk_init ce``;
+``--model_ckpt`` there is the CE-trained student), next to equal-compute controls (CE continued, KD) from the same
+weights::
+
+    python -m benchmarks.hardness_glyphs --out results/hardness_glyphs_d.json --student resnet10_xxs --epochs 12 \
+        --arms disk --disk_budget scheduled dual_ascent --disk_dual_lr 20 --disk_init scratch ce \
+        --pair_with results/hardness_glyphs_b.json
+
+``--arms students`` trains the teacher and the CE, KD and DiSK students only (no OSP, no hybrid).
 """
 
 from __future__ import annotations
@@ -66,6 +77,14 @@ CLAIMS_DISK_DA = [
     ("disk_da_acc", "kd_acc", "DiSK (dual-ascent budget) student > KD student"),
     ("disk_da_acc", "ce_acc", "DiSK (dual-ascent budget) student > CE student"),
     ("disk_da_acc", "disk_acc", "DiSK dual-ascent budget > DiSK scheduled budget"),
+]
+# ``--disk_init ce`` (configuration D, post hoc): DiSK students start from the seed's CE student, as in the released
+# runner (``--model_ckpt`` = the CE-trained student); the equal-compute controls continue the same CE weights
+CLAIMS_DISK_FT = [
+    ("disk_ft_acc", "kd_ft_acc", "DiSK (from the CE student) > KD (from the CE student), equal compute"),
+    ("disk_da_ft_acc", "kd_ft_acc", "DiSK dual-ascent (from the CE student) > KD (from the CE student), equal compute"),
+    ("kd_ft_acc", "ce_ft_acc", "KD (from the CE student) > CE continued, equal compute"),
+    ("disk_ft_acc", "ce_ft_acc", "DiSK (from the CE student) > CE continued, equal compute"),
 ]
 MARGIN = 0.0
 
@@ -242,11 +261,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     tt_logits, _ = _logits_feats(teacher, t_tap, xt)
     res["teacher_acc"] = float((tt_logits.argmax(1) == yt).float().mean() * 100)
 
-    if args.arms == "all":
-        # CE student (also the softmax-response model and the edge model)
+    if args.arms in ("all", "students") or "ce" in args.disk_init:
+        # CE student (also the softmax-response model and the edge model; with --disk_init ce, the DiSK init)
         ce = train_ce(student(), x, y, args, seed)
         ce_logits, res["ce_acc"] = acc(ce)
-
+    if args.arms in ("all", "students"):
         # KD student
         kd = train_ce(student(), x, y, args, seed, loss_fn=lambda net, idx, xb, yb: kd_loss(
             net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha))
@@ -256,11 +275,29 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     # One DiSK student per budget mode (same init, data order and guide init): ``scheduled`` is the released
     # lambda/delta cosine pair; ``dual_ascent`` enforces B <= delta(e) with projected dual ascent on the shared
     # engine (an option added after configuration B, see the module doc).
-    for mode in args.disk_budget:
-        key = "disk" if mode == "scheduled" else "disk_da"
-        res.update(train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats))
-        _, res[f"{key}_acc"] = acc(res.pop(f"_{key}_net"))
-    if args.arms == "disk":
+    inits = {"scratch": ("", student)}
+    if "ce" in args.disk_init:
+        # released protocol (runner.sh ``--model_ckpt $base_ckpt``, the CE-trained student): DiSK students keyed
+        # ``*_ft`` start from this seed's CE student; the equal-compute controls get the same args.epochs more
+        # epochs from the same weights, with a fresh optimizer and cosine as the DiSK student (CE continued; KD)
+        ce_state = {k: v.clone() for k, v in ce.state_dict().items()}
+
+        def from_ce():
+            net = student()
+            net.load_state_dict(ce_state)
+            return net
+
+        inits["ce"] = ("_ft", from_ce)
+        _, res["ce_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed))
+        _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=lambda net, idx, xb, yb: kd_loss(
+            net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha)))
+    for init in args.disk_init:
+        suffix, disk_student = inits[init]
+        for mode in args.disk_budget:
+            key = ("disk" if mode == "scheduled" else "disk_da") + suffix
+            res.update(train_disk(seed, args, mode, key, disk_student, x, y, t_logits, t_feats))
+            _, res[f"{key}_acc"] = acc(res.pop(f"_{key}_net"))
+    if args.arms != "all":
         res["seconds"] = time.perf_counter() - t0
         return res
 
@@ -360,7 +397,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(runs) >= 2:
         out["intervals"] = {k: vars(mean_ci([r[k] for r in runs])) for k in keys}
     claims = []
-    for a, b, text in CLAIMS + CLAIMS_DISK_DA:
+    for a, b, text in CLAIMS + CLAIMS_DISK_DA + CLAIMS_DISK_FT:
         if a not in runs[0] or b not in runs[0]:
             continue
         entry = {"claim": text, "a": a, "b": b, "margin": MARGIN}
@@ -414,8 +451,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="DiSK budget handling, one DiSK student per mode (see disk_budget_constraint)")
     ap.add_argument("--disk_dual_lr", type=float, default=2.0,
                     help="dual_ascent: multiplier step per epoch of mean violation (released code's --rho 2)")
-    ap.add_argument("--arms", default="all", choices=["all", "disk"],
-                    help="disk: train only the teacher and the DiSK student(s) (same seeds, same teacher)")
+    ap.add_argument("--disk_init", nargs="+", default=["scratch"], choices=["scratch", "ce"],
+                    help="DiSK student init, one set of DiSK students per value: scratch (the shared seeded init; "
+                         "keys disk*) or ce (this seed's CE student, the released runner's --model_ckpt; keys "
+                         "disk*_ft, plus the equal-compute controls ce_ft_acc and kd_ft_acc from the same weights)")
+    ap.add_argument("--arms", default="all", choices=["all", "students", "disk"],
+                    help="disk: train only the teacher and the DiSK student(s) (same seeds, same teacher); "
+                         "students: the teacher and the CE, KD and DiSK students (no OSP, no hybrid)")
     ap.add_argument("--pair_with", default=None,
                     help="a results JSON of the same seeds whose ce/kd (and other missing) values join each seed")
     ap.add_argument("--mu", type=float, default=1.67)

@@ -65,3 +65,43 @@ def test_disk_only_run_with_both_budget_modes_pairs_with_an_earlier_run(tmp_path
     assert all(e["lambda_end"] == e["lambda"] for e in dual if e["phase"] == "student")
     assert dual[0]["lambda"] == 1.0 and dual[0]["lambda_end"] != 1.0
     assert run["disk_da_lambda_last"] == dual[-2]["lambda_end"]
+
+
+def test_disk_init_ce_starts_the_ft_students_from_the_ce_student(tmp_path, monkeypatch):
+    """``--disk_init scratch ce``: the ``*_ft`` DiSK students and the equal-compute controls start from the seed's
+    trained CE student (the released runner's --model_ckpt); the scratch DiSK students from the shared init."""
+    import torch
+
+    trained, starts = [], {}
+    real_ce, real_disk = hg.train_ce, hg.train_disk
+
+    def spy_ce(net, *a, **k):
+        out = real_ce(net, *a, **k)
+        trained.append({n: v.clone() for n, v in out.state_dict().items()})
+        return out
+
+    def spy_disk(seed, args, mode, key, student, *a):
+        starts[key] = student().state_dict()
+        return real_disk(seed, args, mode, key, student, *a)
+
+    monkeypatch.setattr(hg, "train_ce", spy_ce)
+    monkeypatch.setattr(hg, "train_disk", spy_disk)
+    tiny = ["--seeds", "0", "--classes", "5", "--train_size", "120", "--test_size", "100", "--epochs", "2",
+            "--teacher_epochs", "1", "--teacher", "resnet10_xxxs", "--disk_warmup", "1", "--topk", "2",
+            "--disk_student_epochs", "1"]
+    earlier = tmp_path / "b.json"
+    earlier.write_text(json.dumps({"runs": [{"seed": 0, "ce_acc": 40.0, "kd_acc": 41.0, "teacher_acc": 60.0,
+                                             "disk_acc": 30.0}]}))
+    data = hg.main(["--out", str(tmp_path / "d.json"), *tiny, "--arms", "disk", "--disk_init", "scratch", "ce",
+                    "--disk_budget", "scheduled", "dual_ascent", "--disk_dual_lr", "20", "--pair_with", str(earlier)])
+    run = data["runs"][0]
+    for k in ("ce_acc", "ce_ft_acc", "kd_ft_acc", "disk_acc", "disk_da_acc", "disk_ft_acc", "disk_da_ft_acc"):
+        assert 0.0 <= run[k] <= 100.0
+    assert run["ce_acc_b"] == 40.0 and run["kd_acc"] == 41.0 and run["disk_acc_b"] == 30.0
+    ce = trained[1]  # train_ce calls: teacher, CE student, CE continued, KD from the CE student
+    assert len(trained) == 4
+    for key in ("disk_ft", "disk_da_ft"):
+        assert all(torch.equal(starts[key][n], ce[n]) for n in ce)
+    assert not all(torch.equal(starts["disk"][n], ce[n]) for n in ce if starts["disk"][n].is_floating_point())
+    claims = {(c["a"], c["b"]) for c in data["summary"]["claims"]}
+    assert {(a, b) for a, b, _ in hg.CLAIMS_DISK_FT} <= claims
