@@ -58,6 +58,12 @@ def _data(args: argparse.Namespace) -> Any:
     return dm
 
 
+def _data_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The data a part was trained and tested on, recorded in every part so unlike runs are never paired."""
+    return {"train_size": args.train_size, "val_size": args.val_size, "test_size": args.test_size,
+            "data_seed": args.data_seed, "max_length": args.max_length}
+
+
 def _trainer(max_epochs: int, root_dir: str | Path | None = None) -> Any:
     import lightning.pytorch as pl
 
@@ -139,7 +145,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     parts.mkdir(parents=True, exist_ok=True)
     torch.save({"arch": module.net.arch.to_dict(), "state_dict": module.net.state_dict()}, parts / f"{name}.pt")
     out = {"name": name, "arch": module.net.arch.to_dict(), "test_acc": acc, "seed": args.seed,
-           "epochs": args.epochs, "train_s": time.time() - start, "init": init, **extra}
+           "epochs": args.epochs, "train_s": time.time() - start, "init": init, **_data_settings(args), **extra}
     _write(parts, name, out)
     return out
 
@@ -217,6 +223,7 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
     torch.save({"arch": module.net.arch.to_dict(), "state_dict": module.net.state_dict()}, parts / f"{name}.pt")
     out = {"name": name, "arch": chosen, "test_acc": acc, "test_acc_supernet_weights": supernet_acc,
            "seed": args.seed, "epochs": args.epochs, "search_epochs": args.search_epochs, "search_s": search_s,
+           **_data_settings(args),
            "train_s": time.time() - start, "init": "supernet", "search": {k: v for k, v in result.items()
                                                                           if k != "candidates"},
            "n_candidates": len(result["candidates"]), "search_dir": str(out_dir),
@@ -467,6 +474,13 @@ def _is_prefix(r: dict[str, Any]) -> bool:
             and not r["arch"].get("downsample") and layers == list(range(len(layers))))
 
 
+def _data_of(r: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The recorded (train, val, test size, data seed, max length) of a part; None for parts from before they were
+    recorded (session 3's, run at the defaults)."""
+    keys = ("train_size", "val_size", "test_size", "data_seed", "max_length")
+    return tuple(r[k] for k in keys) if all(k in r for k in keys) else None
+
+
 def search_seed_table(runs: list[dict[str, Any]], latency: dict[str, dict[str, float]], batches: list[int],
                       min_seeds: int = 5) -> dict[str, Any]:
     """Per-seed comparison of the searched nets (parts ``searched_s<seed>``) with the same seed's full and drop-top
@@ -492,6 +506,10 @@ def search_seed_table(runs: list[dict[str, Any]], latency: dict[str, dict[str, f
             skipped.append({"seed": seed, "why": "no full or no drop-top fine-tune for this seed"})
             continue
         full = by[depth]
+        unlike = sorted({_data_of(r) for r in (s, *by.values())} - {None})
+        if len(unlike) > 1:  # parts that record different data (e.g. 800 vs 2000 training examples) never pair
+            skipped.append({"seed": seed, "why": f"its parts were trained on different data: {unlike}"})
+            continue
         row: dict[str, Any] = {"seed": seed, "arch": s["arch"], "searched_acc": s["test_acc"],
                                "searched_acc_supernet_weights": s.get("test_acc_supernet_weights"),
                                "search_val_acc": s.get("search", {}).get("chosen", {}).get("acc"),

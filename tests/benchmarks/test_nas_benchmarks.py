@@ -126,3 +126,11 @@ def test_search_seed_table_pairs_seeds_interpolates_and_decides_goals():
     g3 = nas_synthetic.search_seed_table(few, lat, [1])
     assert g3["goals"]["n_seeds"] == 3 and not g3["goals"]["decided"] and g3["goals"]["goal1_accuracy"]["interval_ok"]
     assert not g3["goals"]["goal1_met"] and [s["seed"] for s in g3["skipped"]] == [7]
+    # a baseline trained on other data (800 instead of 2000 examples) is never paired with the searched net
+    data = {"train_size": 2000, "val_size": 500, "test_size": 1000, "data_seed": 0, "max_length": 64}
+    mixed = [{**p, **data} for p in _seed_parts(0, fulls[0], 60.0, searched[0])]
+    mixed[0]["train_size"] = 800
+    t0 = nas_synthetic.search_seed_table(mixed, lat, [1])
+    assert not t0["rows"] and "different data" in t0["skipped"][0]["why"]
+    same = [{**p, **data} for p in _seed_parts(0, fulls[0], 60.0, searched[0])]
+    assert [r["seed"] for r in nas_synthetic.search_seed_table(same, lat, [1])["rows"]] == [0]
