@@ -48,7 +48,11 @@ weights::
         --arms disk --disk_budget scheduled dual_ascent --disk_dual_lr 20 --disk_init scratch ce \
         --pair_with results/hardness_glyphs_b.json
 
-``--arms students`` trains the teacher and the CE, KD and DiSK students only (no OSP, no hybrid).
+``--arms students`` trains the teacher and the CE, KD and DiSK students only (no OSP, no hybrid); configuration
+D-long (results/hardness_glyphs_d.long.md) is B's setting trained longer::
+
+    python -m benchmarks.hardness_glyphs --out results/hardness_glyphs_d.long.json --student resnet10_xxs \
+        --teacher_epochs 24 --epochs 24 --arms students --disk_budget scheduled dual_ascent --disk_dual_lr 20
 """
 
 from __future__ import annotations
