@@ -452,7 +452,9 @@ def run_seeds(args: argparse.Namespace) -> dict[str, Any]:
     results.mkdir(parents=True, exist_ok=True)
     out = {"rows": rows, "epochs": 2, "command": "python -m benchmarks.nas_synthetic seeds"}
     (results / "nas_synthetic_seeds.json").write_text(json.dumps(out, indent=1))
-    (results / "nas_synthetic_seeds.md").write_text("\n".join(lines) + "\n")
+    notes = results / "nas_synthetic_seeds.notes.md"  # hand-written reading, appended verbatim
+    (results / "nas_synthetic_seeds.md").write_text("\n".join(lines) + "\n" + ("\n" + notes.read_text()
+                                                                             if notes.is_file() else ""))
     print("\n".join(lines))
     return out
 
@@ -580,7 +582,7 @@ def run_search_seeds(args: argparse.Namespace) -> dict[str, Any]:
     table = search_seed_table(runs, latency, batches)
     table.update({"latency_ms": latency, "timing_s": time.time() - start, "threads": torch.get_num_threads(),
                   "latency_repeats": args.latency_repeats, "max_length": args.max_length,
-                  "machine": "cpu2 (2 shared cores, another helper's job on the other core)",
+                  "machine": "cpu2 (2 shared cores)",
                   "command": "python -m benchmarks.nas_synthetic search_seeds",
                   "searched_settings": {r["seed"]: next((x.get("settings") for x in runs
                                                          if x["name"] == f"searched_s{r['seed']}"), None)
