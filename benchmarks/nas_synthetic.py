@@ -484,9 +484,9 @@ def _data_of(r: dict[str, Any]) -> tuple[Any, ...] | None:
 
 
 def search_seed_table(runs: list[dict[str, Any]], latency: dict[str, dict[str, float]], batches: list[int],
-                      min_seeds: int = 5) -> dict[str, Any]:
-    """Per-seed comparison of the searched nets (parts ``searched_s<seed>``) with the same seed's full and drop-top
-    fine-tunes (pretrained prefixes ``finetune_L0..k_s<seed>``), and the goals over seeds.
+                      min_seeds: int = 5, searched_prefix: str = "searched_s") -> dict[str, Any]:
+    """Per-seed comparison of the searched nets (parts ``<searched_prefix><seed>``) with the same seed's full and
+    drop-top fine-tunes (pretrained prefixes ``finetune_L0..k_s<seed>``), and the goals over seeds.
 
     ``latency[arch_key(arch)][str(batch)]`` is each distinct architecture's measured latency (ms). The drop-top
     accuracy "at the same latency" interpolates the same seed's prefixes and full net at the searched net's latency
@@ -500,7 +500,7 @@ def search_seed_table(runs: list[dict[str, Any]], latency: dict[str, dict[str, f
         if _is_prefix(r):
             prefixes.setdefault(int(r["seed"]), {})[len(r["arch"]["layers"])] = r
     depth = max((d for by in prefixes.values() for d in by), default=0)
-    searched = {int(r["seed"]): r for r in runs if r["name"] == f"searched_s{r.get('seed')}"}
+    searched = {int(r["seed"]): r for r in runs if r["name"] == f"{searched_prefix}{r.get('seed')}"}
     rows, skipped = [], []
     for seed in sorted(searched):
         s, by = searched[seed], prefixes.get(seed, {})
@@ -562,7 +562,7 @@ def run_search_seeds(args: argparse.Namespace) -> dict[str, Any]:
 
     parts = Path(args.parts)
     runs = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json")) if p.stem != "bow"]
-    runs = [r for r in runs if _is_prefix(r) or r["name"] == f"searched_s{r.get('seed')}"]
+    runs = [r for r in runs if _is_prefix(r) or r["name"] == f"{args.searched}{r.get('seed')}"]
     batches = [int(b) for b in args.latency_batches.split(",")]
     hf = load_pretrained_encoder(args.model_path)
     keys, nets = [], []
@@ -579,20 +579,21 @@ def run_search_seeds(args: argparse.Namespace) -> dict[str, Any]:
     for b in batches:
         for k, ms in zip(keys, time_interleaved(nets, b, args.max_length, args.latency_repeats)):
             latency[k][str(b)] = ms
-    table = search_seed_table(runs, latency, batches)
+    table = search_seed_table(runs, latency, batches, searched_prefix=args.searched)
     table.update({"latency_ms": latency, "timing_s": time.time() - start, "threads": torch.get_num_threads(),
                   "latency_repeats": args.latency_repeats, "max_length": args.max_length,
                   "machine": "cpu2 (2 shared cores)",
-                  "command": "python -m benchmarks.nas_synthetic search_seeds",
+                  "command": "python -m benchmarks.nas_synthetic search_seeds" + (
+                      "" if args.searched == "searched_s" else f" --searched {args.searched} --report {args.report}"),
                   "searched_settings": {r["seed"]: next((x.get("settings") for x in runs
-                                                         if x["name"] == f"searched_s{r['seed']}"), None)
+                                                         if x["name"] == f"{args.searched}{r['seed']}"), None)
                                         for r in table["rows"]}})
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{SEARCH_SEEDS_MD}.json").write_text(json.dumps(table, indent=1))
-    notes = results / f"{SEARCH_SEEDS_MD}.notes.md"
+    (results / f"{args.report}.json").write_text(json.dumps(table, indent=1))
+    notes = results / f"{args.report}.notes.md"
     md = _search_seeds_markdown(table) + ("\n" + notes.read_text() if notes.is_file() else "")
-    (results / f"{SEARCH_SEEDS_MD}.md").write_text(md)
+    (results / f"{args.report}.md").write_text(md)
     print(md)
     return table
 
@@ -680,6 +681,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parts", default=str(DEFAULT_PARTS))
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--searched", default="searched_s",
+                        help="search_seeds: name prefix of the searched parts (+ seed), "
+                             "e.g. searched_budget0.6_supernet_s")
+    parser.add_argument("--report", default=SEARCH_SEEDS_MD, help="search_seeds: results file stem")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

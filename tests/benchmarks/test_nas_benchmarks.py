@@ -134,3 +134,8 @@ def test_search_seed_table_pairs_seeds_interpolates_and_decides_goals():
     assert not t0["rows"] and "different data" in t0["skipped"][0]["why"]
     same = [{**p, **data} for p in _seed_parts(0, fulls[0], 60.0, searched[0])]
     assert [r["seed"] for r in nas_synthetic.search_seed_table(same, lat, [1])["rows"]] == [0]
+    # another choice rule's parts (finetune --from-search) are compared when named, and only then
+    other = [{**p, "name": "searched_budget0.6_supernet_s0"} if p["name"] == "searched_s0" else p for p in same]
+    assert not nas_synthetic.search_seed_table(other, lat, [1])["rows"]
+    named = nas_synthetic.search_seed_table(other, lat, [1], searched_prefix="searched_budget0.6_supernet_s")
+    assert len(named["rows"]) == 1
