@@ -11,6 +11,20 @@ from benchmarks import hardness_glyphs as hg
 from benchmarks.seeds import compare
 
 
+# one seed, 5 classes, 1-2 epochs: a DiSK-only run in seconds
+TINY_DISK = ["--seeds", "0", "--classes", "5", "--train_size", "120", "--test_size", "100", "--epochs", "2",
+             "--teacher_epochs", "1", "--teacher", "resnet10_xxxs", "--disk_warmup", "1", "--topk", "2",
+             "--disk_student_epochs", "1"]
+
+
+def _earlier_run(tmp_path):
+    """An earlier study's JSON (configuration B's shape) for ``--pair_with``."""
+    earlier = tmp_path / "b.json"
+    earlier.write_text(json.dumps({"runs": [{"seed": 0, "ce_acc": 40.0, "kd_acc": 41.0, "teacher_acc": 60.0,
+                                             "disk_acc": 30.0}]}))
+    return earlier
+
+
 def test_tiny_run_writes_json_and_markdown(tmp_path):
     out = tmp_path / "h.json"
     data = hg.main(["--out", str(out), "--seeds", "0", "--classes", "5", "--train_size", "120", "--test_size", "100",
@@ -46,12 +60,7 @@ def test_claims_use_the_fixed_margin_and_merge(tmp_path):
 
 
 def test_disk_only_run_with_both_budget_modes_pairs_with_an_earlier_run(tmp_path):
-    tiny = ["--seeds", "0", "--classes", "5", "--train_size", "120", "--test_size", "100", "--epochs", "2",
-            "--teacher_epochs", "1", "--teacher", "resnet10_xxxs", "--disk_warmup", "1", "--topk", "2",
-            "--disk_student_epochs", "1"]
-    earlier = tmp_path / "b.json"
-    earlier.write_text(json.dumps({"runs": [{"seed": 0, "ce_acc": 40.0, "kd_acc": 41.0, "teacher_acc": 60.0,
-                                             "disk_acc": 30.0}]}))
+    tiny, earlier = TINY_DISK, _earlier_run(tmp_path)
     data = hg.main(["--out", str(tmp_path / "c.json"), *tiny, "--arms", "disk",
                     "--disk_budget", "scheduled", "dual_ascent", "--pair_with", str(earlier)])
     run = data["runs"][0]
@@ -86,12 +95,7 @@ def test_disk_init_ce_starts_the_ft_students_from_the_ce_student(tmp_path, monke
 
     monkeypatch.setattr(hg, "train_ce", spy_ce)
     monkeypatch.setattr(hg, "train_disk", spy_disk)
-    tiny = ["--seeds", "0", "--classes", "5", "--train_size", "120", "--test_size", "100", "--epochs", "2",
-            "--teacher_epochs", "1", "--teacher", "resnet10_xxxs", "--disk_warmup", "1", "--topk", "2",
-            "--disk_student_epochs", "1"]
-    earlier = tmp_path / "b.json"
-    earlier.write_text(json.dumps({"runs": [{"seed": 0, "ce_acc": 40.0, "kd_acc": 41.0, "teacher_acc": 60.0,
-                                             "disk_acc": 30.0}]}))
+    tiny, earlier = TINY_DISK, _earlier_run(tmp_path)
     data = hg.main(["--out", str(tmp_path / "d.json"), *tiny, "--arms", "disk", "--disk_init", "scratch", "ce",
                     "--disk_budget", "scheduled", "dual_ascent", "--disk_dual_lr", "20", "--pair_with", str(earlier)])
     run = data["runs"][0]
