@@ -29,7 +29,10 @@ state dict so ``collect`` times them all under the same conditions.
 
 ``search_seeds`` times each distinct architecture once (as ``collect``) and writes
 results/nas_synthetic_search_seeds.{json,md} (plus results/nas_synthetic_search_seeds.notes.md, if present,
-appended verbatim: the disclosures).
+appended verbatim: the disclosures). Another choice rule re-applied to the same searches (``finetune --from-search
+--selection budget --latency-budget 0.6 --seed S``, parts ``searched_budget0.6_supernet_s<seed>``) is compared with
+``search_seeds --searched searched_budget0.6_supernet_s --report nas_synthetic_search_seeds_b``. Every part records
+its data (sizes, data seed, length), and parts trained on different data are never paired.
 """
 
 from __future__ import annotations
