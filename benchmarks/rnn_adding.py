@@ -59,23 +59,30 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                 runs.append({"study": "cells", "cell": cell, "method": "bptt", "seq_len": args.cell_seq_len,
                              "seed": seed})
     for r in runs:
-        r.update(hidden=args.hidden, steps=args.steps, batch=args.batch, epoch_batches=args.epoch_batches, lr=args.lr)
+        r.update(hidden=args.hidden, steps=args.steps, batch=args.batch, epoch_batches=args.epoch_batches, lr=args.lr,
+                 alpha=args.alpha, reset=not args.no_reset)
         r["name"] = (f"{r['cell']}_{r['method']}_T{r['seq_len']}_h{r['hidden']}_n{r['steps']}"
                      f"{variant(r, hidden=False)}_s{r['seed']}")
     return runs
 
 
-DEFAULTS = {"hidden": 64, "batch": 32, "epoch_batches": 500, "lr": 1e-3}
+DEFAULTS = {"hidden": 64, "batch": 32, "epoch_batches": 500, "lr": 1e-3, "alpha": 0.5, "reset": True}
 
 
 def variant(r: dict[str, Any], hidden: bool = True) -> str:
-    """'' for the study's settings (hidden 64, batch 32, 500-batch epochs, Adam 1e-3), else a suffix naming the
-    settings that differ (pilots: kept apart from the study's groups and out of its goals)."""
+    """'' for the study's settings (hidden 64, batch 32, 500-batch epochs, Adam 1e-3, FPTT alpha 0.5 with the
+    epoch-end W <- W_bar), else a suffix naming the settings that differ (pilots: kept apart from the study's
+    groups and out of its goals). Runs written before a setting was recorded had its default."""
     cfg = {k: r.get(k, v) for k, v in DEFAULTS.items()}
     if cfg == DEFAULTS:
         return ""
     tags = {"hidden": "h", "batch": "b", "epoch_batches": "e", "lr": "lr"}
-    return "_" + "_".join(f"{tags[k]}{cfg[k]:g}" for k in DEFAULTS if hidden or k != "hidden")
+    out = [f"{tags[k]}{cfg[k]:g}" for k in tags if hidden or k != "hidden"]
+    if cfg["alpha"] != DEFAULTS["alpha"]:
+        out.append(f"a{cfg['alpha']:g}")
+    if not cfg["reset"]:
+        out.append("noreset")
+    return "_" + "_".join(out)
 
 
 def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +105,8 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
     lr = cfg.get("lr", DEFAULTS["lr"])
     common["optimizer"] = lambda params: torch.optim.Adam(params, lr=lr)
     if cfg["method"] == "fptt":
-        model = FPTTSequenceModel(parts=10, alpha=0.5, beta=0.5, reg_scale=1.0, **common)
+        model = FPTTSequenceModel(parts=10, alpha=cfg.get("alpha", DEFAULTS["alpha"]), beta=0.5, reg_scale=1.0,
+                                  reset_to_average=cfg.get("reset", DEFAULTS["reset"]), **common)
     else:
         model = SequenceModel(**common)
     curve: list[tuple[int, float]] = []
@@ -259,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epoch-batches", type=int, default=500, help="batches per epoch (FPTT resets W <- W_bar)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--alpha", type=float, default=0.5, help="FPTT alpha (regulariser strength)")
+    parser.add_argument("--no-reset", action="store_true", help="FPTT without the epoch-end W <- W_bar")
     parser.add_argument("--study", choices=("fptt", "cells"), default="fptt")
     parser.add_argument("--seq-lens", type=lambda v: [int(t) for t in v.split(",")], default=[500, 200])
     parser.add_argument("--cells", type=lambda v: v.split(","), default=["lstm", "irnn", "tarnn"])

@@ -38,7 +38,7 @@ def test_meter_counts_live_saved_bytes_and_releases_them_after_backward():
 
 def test_adding_plan_pairs_methods_by_seed():
     args = argparse.Namespace(study="fptt", seq_lens=[500], seeds=2, hidden=64, steps=10, batch=32, epoch_batches=500,
-                              lr=1e-3, cells=["lstm", "irnn"], cell_seq_len=100)
+                              lr=1e-3, alpha=0.5, no_reset=False, cells=["lstm", "irnn"], cell_seq_len=100)
     names = [r["name"] for r in plan(args)]
     assert names == ["lstm_fptt_T500_h64_n10_s0", "lstm_bptt_T500_h64_n10_s0", "lstm_fptt_T500_h64_n10_s1",
                      "lstm_bptt_T500_h64_n10_s1"]
@@ -49,8 +49,10 @@ def test_adding_plan_pairs_methods_by_seed():
 
 def test_adding_pilot_settings_name_their_runs_and_stay_out_of_the_study_groups():
     args = argparse.Namespace(study="fptt", seq_lens=[500], seeds=1, hidden=128, steps=10, batch=128,
-                              epoch_batches=10, lr=3e-3, cells=["lstm"], cell_seq_len=100)
+                              epoch_batches=10, lr=3e-3, alpha=0.5, no_reset=False, cells=["lstm"], cell_seq_len=100)
     runs = plan(args)
     assert runs[0]["name"] == "lstm_fptt_T500_h128_n10_b128_e10_lr0.003_s0"
     assert variant(runs[0]) == "_h128_b128_e10_lr0.003"
+    args.alpha, args.no_reset = 0.1, True
+    assert plan(args)[0]["name"] == "lstm_fptt_T500_h128_n10_b128_e10_lr0.003_a0.1_noreset_s0"
     assert variant({"hidden": 64, "batch": 32, "epoch_batches": 500}) == ""  # runs written before lr was recorded
