@@ -257,7 +257,12 @@ def cmd_summary(args: argparse.Namespace) -> None:
               "plateau at this budget: even the release-equivalent path does not leave it within 1000 batches, "
               "unlike the sFPTT log. Command, e.g.: `python -m benchmarks.rnn_adding run --study fptt --seq-lens 500 "
               "--steps 1000 --batch 128 --hidden 128 --epoch-batches 1000 --alpha 0.1 --no-reset --seeds 1 --only "
-              "fptt`."]
+              "fptt`.",
+              "* Last pair of pilots (session 4, the two side by side, one per core): FPTT (alpha 0.5, no reset) and "
+              "BPTT at batch 128 / hidden 128 for 1800 batches (230,400 sequences, 3x the sFPTT log's escape point): "
+              "0.1616 and 0.1616, both on the plateau (`python -m benchmarks.rnn_adding run --study fptt --seq-lens "
+              "500 --steps 1800 --batch 128 --hidden 128 --epoch-batches 1800 --no-reset --seeds 1`; `noreset` in "
+              "the BPTT run's name has no effect on BPTT)."]
     (REPO / "results" / "rnn_adding.md").write_text("\n".join(lines) + "\n")
     (REPO / "results" / "rnn_adding.json").write_text(json.dumps(summary, indent=1))
     print("\n".join(lines))
