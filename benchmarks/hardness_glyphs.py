@@ -269,10 +269,12 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         # CE student (also the softmax-response model and the edge model; with --disk_init ce, the DiSK init)
         ce = train_ce(student(), x, y, args, seed)
         ce_logits, res["ce_acc"] = acc(ce)
+    def kd_fn(net, idx, xb, yb):  # the KD students' loss against the teacher's logits
+        return kd_loss(net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha)
+
     if args.arms in ("all", "students"):
         # KD student
-        kd = train_ce(student(), x, y, args, seed, loss_fn=lambda net, idx, xb, yb: kd_loss(
-            net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha))
+        kd = train_ce(student(), x, y, args, seed, loss_fn=kd_fn)
         _, res["kd_acc"] = acc(kd)
 
     # DiSK student(s): guide warm-up, then (student_epochs student, 1 guide) cycles; student epochs = args.epochs.
@@ -293,8 +295,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
         inits["ce"] = ("_ft", from_ce)
         _, res["ce_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed))
-        _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=lambda net, idx, xb, yb: kd_loss(
-            net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha)))
+        _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=kd_fn))
     for init in args.disk_init:
         suffix, disk_student = inits[init]
         for mode in args.disk_budget:
