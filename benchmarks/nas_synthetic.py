@@ -31,7 +31,12 @@ state dict so ``collect`` times them all under the same conditions.
 results/nas_synthetic_search_seeds.{json,md} (plus results/nas_synthetic_search_seeds.notes.md, if present,
 appended verbatim: the disclosures). Another choice rule re-applied to the same searches (``finetune --from-search
 --selection budget --latency-budget 0.6 --seed S``, parts ``searched_budget0.6_supernet_s<seed>``) is compared with
-``search_seeds --searched searched_budget0.6_supernet_s --report nas_synthetic_search_seeds_b``. Every part records
+``search_seeds --searched searched_budget0.6_supernet_s --report nas_synthetic_search_seeds_b``. The two-stage
+``rerank`` rule (``finetune --from-search --selection rerank --latency-budget 0.6 --rerank-top 3 --rerank-epochs 1
+--epochs 2 --seed S``, parts ``searched_rerank0.6_supernet_s<seed>``) takes the front members within the budget, the
+top K by supernet-weight validation accuracy, fine-tunes each E epochs from the supernet weights on the train split,
+scores them on the validation split only, and fine-tunes the best one ``--epochs`` afresh from the supernet weights
+(as ``budget``); every candidate's latency and validation accuracies are recorded in the part. Every part records
 its data (sizes, data seed, length), and parts trained on different data are never paired.
 """
 
@@ -116,27 +121,42 @@ def run_bow(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _supernet_subnet(args: argparse.Namespace, arch: dict[str, Any]) -> tuple[Any, str]:
+    """A TextClassifier of ``arch``; with ``--from-search`` and the seed's ``supernet.pt`` present, initialised from the
+    supernet's weights (the chained recipe's path), else from the pretrained encoder. Returns (module, init)."""
+    from modules.text_classifier import TextClassifier
+
+    module = TextClassifier(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
+                            arch=arch, optimizer=_optimizer(args.lr))
+    supernet = search_dir(args) / "supernet.pt"
+    if args.from_search and supernet.is_file():
+        checkpoint = {"state_dict": torch.load(supernet, map_location="cpu", weights_only=True), "searched_arch": arch}
+        module.restore_structure(module, checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        return module, "supernet"
+    return module, "pretrained"
+
+
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     import lightning.pytorch as pl
-
-    from modules.text_classifier import TextClassifier
 
     layers = [int(i) for i in args.layers.split(",")]
     arch: dict[str, Any] = {"layers": layers}
     extra: dict[str, Any] = {}
     if args.from_search:  # the architecture a finished search chose by --selection / --latency-budget
         arch, extra = _choose_from_search(args)
+    if args.from_search and args.selection == "rerank":  # two-stage choice: short fine-tunes scored on val
+        rerank_dm = _data(args)
+        scored = rerank(args, rerank_dm, extra["search"]["rerank"]["candidates"])
+        arch = rerank_choice(scored)["arch"]
+        extra["search"]["rerank"]["candidates"] = scored
+        extra["search"]["chosen"] = next(e for e in extra["search"]["rerank"]["candidates_front"]
+                                         if arch_key(e["arch"]) == arch_key(arch))
+        extra["search"]["rerank"]["chosen"] = arch
+        extra["rerank_s"] = sum(c["train_s"] for c in scored)
     pl.seed_everything(args.seed, verbose=False)
     dm = _data(args)
-    module = TextClassifier(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
-                            arch=arch, optimizer=_optimizer(args.lr))
-    supernet = search_dir(args) / "supernet.pt"
-    init = "pretrained"
-    if args.from_search and supernet.is_file():  # the chained recipe's path: subnet weights from the supernet
-        checkpoint = {"state_dict": torch.load(supernet, map_location="cpu", weights_only=True), "searched_arch": arch}
-        module.restore_structure(module, checkpoint)
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
-        init = "supernet"
+    module, init = _supernet_subnet(args, arch)
     trainer = _trainer(args.epochs)
     start = time.time()
     trainer.fit(module, datamodule=dm)
@@ -151,6 +171,46 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
            "epochs": args.epochs, "train_s": time.time() - start, "init": init, **_data_settings(args), **extra}
     _write(parts, name, out)
     return out
+
+
+def rerank_candidates(front: list[dict[str, Any]], full: dict[str, Any], budget: float,
+                      top: int) -> list[dict[str, Any]]:
+    """Stage 1 of the ``rerank`` choice: the Pareto-front members whose look-up-table latency is within ``budget`` x
+    the full net's, the ``top`` most accurate by their supernet-weight validation accuracy (ties: lower latency
+    first). When none fits, the fastest front member alone (as the ``budget`` rule falls back)."""
+    ok = [e for e in front if e["latency_ms"] <= budget * full["latency_ms"]]
+    if not ok:
+        return [min(front, key=lambda e: e["latency_ms"])]
+    return sorted(ok, key=lambda e: (-e["acc"], e["latency_ms"]))[:top]
+
+
+def rerank_choice(scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stage 2 of the ``rerank`` choice: the candidate with the highest validation accuracy after its short fine-tune
+    (``val_acc``); ties go to the lower look-up-table latency."""
+    return min(scored, key=lambda e: (-e["val_acc"], e["latency_ms"]))
+
+
+def rerank(args: argparse.Namespace, dm: Any, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fine-tunes each candidate ``--rerank-epochs`` epochs from the supernet's weights on the train split (same seed
+    for each) and scores it on the validation split only: the test split is never touched here. Returns the
+    candidates with ``val_acc`` (%), ``val_acc_supernet_weights`` (the search's, on its validation batches) and
+    ``train_s``; the fine-tuned weights are discarded."""
+    import lightning.pytorch as pl
+
+    scored = []
+    for c in candidates:
+        pl.seed_everything(args.seed, verbose=False)
+        module, init = _supernet_subnet(args, c["arch"])
+        trainer = _trainer(args.rerank_epochs)
+        start = time.time()
+        trainer.fit(module, datamodule=dm)
+        val = trainer.validate(module, datamodule=dm, verbose=False)
+        scored.append({"arch": c["arch"], "describe": c.get("describe"), "latency_ms": c["latency_ms"],
+                       "val_acc_supernet_weights": c["acc"], "val_acc": 100.0 * float(val[0]["val/acc1"]),
+                       "epochs": args.rerank_epochs, "init": init, "train_s": time.time() - start})
+        print(f"rerank: {c.get('describe')} LUT {c['latency_ms']:.2f} ms, supernet val {c['acc']:.1f}% -> "
+              f"val {scored[-1]['val_acc']:.1f}% after {args.rerank_epochs} epoch(s)", flush=True)
+    return scored
 
 
 def search_dir(args: argparse.Namespace, write: bool = False) -> Path:
@@ -168,9 +228,17 @@ def _choose_from_search(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
     """Re-applies a choice rule to a finished search's Pareto front (``<parts>/search_s<seed>/searched_arch.json``)."""
     saved = json.loads((search_dir(args) / "searched_arch.json").read_text())
     front, full = saved["front"], saved["full"]
+    rerank_info = None
     if args.selection == "budget":
         ok = [e for e in front if e["latency_ms"] <= args.latency_budget * full["latency_ms"]]
         chosen = max(ok, key=lambda e: e["acc"]) if ok else min(front, key=lambda e: e["latency_ms"])
+    elif args.selection == "rerank":  # stage 1 here; run_finetune fine-tunes the candidates and picks by val
+        cands = rerank_candidates(front, full, args.latency_budget, args.rerank_top)
+        chosen = cands[0]  # provisional (the supernet-weight ranking's first); replaced after the re-ranking
+        rerank_info = {"candidates": cands, "candidates_front": cands, "top": args.rerank_top,
+                       "epochs": args.rerank_epochs, "budget_ms": args.latency_budget * full["latency_ms"],
+                       "n_within_budget": sum(e["latency_ms"] <= args.latency_budget * full["latency_ms"]
+                                              for e in front), "scored_on": "validation split (all of it)"}
     else:
         ok = [e for e in front if e["acc"] >= full["acc"] - args.max_acc_drop]
         chosen = min(ok, key=lambda e: e["latency_ms"]) if ok else full
@@ -178,6 +246,8 @@ def _choose_from_search(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
     search["chosen"] = chosen
     search["rechosen_by"] = {"selection": args.selection, "latency_budget": args.latency_budget,
                              "max_acc_drop": args.max_acc_drop}
+    if rerank_info is not None:
+        search["rerank"] = rerank_info
     return chosen["arch"], {"search": search, "n_candidates": len(saved["candidates"]),
                             "test_acc_supernet_weights": None, "search_dir": str(search_dir(args))}
 
@@ -520,6 +590,9 @@ def search_seed_table(runs: list[dict[str, Any]], latency: dict[str, dict[str, f
                                "search_val_acc": s.get("search", {}).get("chosen", {}).get("acc"),
                                "full_acc": full["test_acc"], "acc_diff_vs_full": s["test_acc"] - full["test_acc"],
                                "batches": {}}
+        if s.get("search", {}).get("rerank"):  # the rerank choice's candidates (validation accuracies only)
+            row["rerank"] = [{k: c.get(k) for k in ("describe", "latency_ms", "val_acc_supernet_weights", "val_acc")}
+                             for c in s["search"]["rerank"]["candidates"]]
         for b in map(str, batches):
             ms = latency[arch_key(s["arch"])][b]
             curve = sorted((latency[arch_key(r["arch"])][b], r["test_acc"], len(r["arch"]["layers"]))
@@ -650,10 +723,21 @@ def _search_seeds_markdown(t: dict[str, Any]) -> str:
         lines.append("* fewer than 2 seeds: no interval")
     for sk in t["skipped"]:
         lines.append(f"* seed {sk['seed']} left out: {sk['why']}")
+    reranked = [r for r in t["rows"] if r.get("rerank")]
+    if reranked:
+        lines += ["", "Re-ranking (the `rerank` choice): per seed, the candidates (Pareto-front members within the "
+                  "latency budget, top by supernet-weight validation accuracy), their look-up-table latency, "
+                  "validation accuracy with supernet weights (the search's) and after the short fine-tune (all "
+                  "500 validation examples); the chosen one is marked *.", ""]
+        for r in reranked:
+            best = max(r["rerank"], key=lambda c: (c["val_acc"], -c["latency_ms"]))
+            lines.append(f"* seed {r['seed']}: " + "; ".join(
+                f"{'*' if c is best else ''}{c['describe']} ({c['latency_ms']:.1f} ms, "
+                f"{c['val_acc_supernet_weights']:.1f} -> {c['val_acc']:.1f})" for c in r["rerank"]))
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["bow", "finetune", "search", "collect", "seeds", "search_seeds"])
     parser.add_argument("--layers", default="0,1,2,3,4,5")
@@ -676,7 +760,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--from-search", action="store_true",
                         help="finetune: the architecture chosen from <parts>/search_s<seed>/searched_arch.json's "
                              "front (<parts>/search/ when that seed's directory does not exist: earlier runs)")
-    parser.add_argument("--selection", default="max_drop", choices=["max_drop", "budget"])
+    parser.add_argument("--selection", default="max_drop", choices=["max_drop", "budget", "rerank"],
+                        help="rerank (finetune --from-search only): the --rerank-top front members within "
+                             "--latency-budget by supernet val acc, each fine-tuned --rerank-epochs from the supernet "
+                             "weights and scored on the validation split; the best is then fine-tuned --epochs")
+    parser.add_argument("--rerank-top", type=int, default=3)
+    parser.add_argument("--rerank-epochs", type=int, default=1)
     parser.add_argument("--search-only", action="store_true", help="search: stop after the search (no fine-tune)")
     parser.add_argument("--latency-budget", type=float, default=0.5)
     parser.add_argument("--latency-repeats", type=int, default=10)
@@ -689,6 +778,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "e.g. searched_budget0.6_supernet_s")
     parser.add_argument("--report", default=SEARCH_SEEDS_MD, help="search_seeds: results file stem")
     args = parser.parse_args(argv)
+    if args.selection == "rerank" and not (args.stage == "finetune" and args.from_search):
+        parser.error("--selection rerank re-chooses from a finished search: use it with finetune --from-search")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stages = {"bow": run_bow, "finetune": run_finetune, "search": run_search, "collect": run_collect,

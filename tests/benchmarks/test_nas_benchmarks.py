@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks import nas_latency, nas_synthetic
 from tests.recipes.smoke_data_text import write_tiny_bert
@@ -139,3 +140,80 @@ def test_search_seed_table_pairs_seeds_interpolates_and_decides_goals():
     assert not nas_synthetic.search_seed_table(other, lat, [1])["rows"]
     named = nas_synthetic.search_seed_table(other, lat, [1], searched_prefix="searched_budget0.6_supernet_s")
     assert len(named["rows"]) == 1
+
+
+# ---- the rerank choice (configuration C): a tiny fake front of a real tiny supernet, no search run
+def _front_entry(layers, acc, ms, downsample=None):
+    arch = {"layers": layers, "downsample": downsample or {}}
+    return {"arch": arch, "describe": nas_synthetic.arch_key(arch), "acc": acc, "latency_ms": ms}
+
+
+FULL = _front_entry([0, 1, 2], 90.0, 10.0)
+FRONT = [_front_entry([0], 40.0, 2.0), _front_entry([0, 2], 70.0, 5.0, {"0": ["pool", 0.5]}),
+         _front_entry([0, 1], 80.0, 5.5), _front_entry([0, 2], 70.0, 4.0),  # tie at 70: the faster one first
+         _front_entry([0, 1, 2], 85.0, 8.0, {"1": ["topk", 0.5]}),  # over a 0.6 budget (8 > 6)
+         _front_entry([0, 1, 2], 88.0, 9.0, {"0": ["pool", 0.5]})]
+
+
+def test_rerank_candidates_are_the_top_k_within_budget_by_supernet_acc():
+    cands = nas_synthetic.rerank_candidates(FRONT, FULL, 0.6, 3)
+    assert [(c["acc"], c["latency_ms"]) for c in cands] == [(80.0, 5.5), (70.0, 4.0), (70.0, 5.0)]
+    assert all(c["latency_ms"] <= 6.0 for c in cands)
+    assert len(nas_synthetic.rerank_candidates(FRONT, FULL, 0.6, 10)) == 4  # fewer when fewer fit
+    assert [c["latency_ms"] for c in nas_synthetic.rerank_candidates(FRONT, FULL, 0.1, 3)] == [2.0]  # none: fastest
+    scored = [{**c, "val_acc": v} for c, v in zip(cands, (75.0, 92.0, 92.0))]
+    assert nas_synthetic.rerank_choice(scored)["latency_ms"] == 4.0  # argmax of val acc; tie -> lower latency
+    assert nas_synthetic.rerank_choice(scored[:1] + scored[2:])["latency_ms"] == 5.0
+
+
+def test_rerank_finetunes_candidates_on_val_only_and_records_them(tiny_bert, tmp_path):
+    from modules.transformer_search import TransformerSearch
+
+    parts = tmp_path / "parts"
+    (parts / "search_s0").mkdir(parents=True)
+    supernet = TransformerSearch(model_path=tiny_bert, num_classes=2, input_shape=(32,))
+    torch.save(supernet.state_dict(), parts / "search_s0" / "supernet.pt")
+    (parts / "search_s0" / "searched_arch.json").write_text(json.dumps(
+        {"front": FRONT, "full": FULL, "candidates": FRONT, "chosen": FRONT[-1], "arch": FRONT[-1]["arch"]}))
+    common = ["--model-path", tiny_bert, "--train-size", "16", "--val-size", "8", "--test-size", "8", "--epochs", "1",
+              "--max-length", "32", "--batch-size", "8", "--parts", str(parts), "--results", str(tmp_path / "r")]
+    args = ["finetune", "--from-search", "--selection", "rerank", "--latency-budget", "0.6", "--rerank-top", "2",
+            "--rerank-epochs", "1", *common]
+
+    # the scoring stage with the test split taken out of the data module: it cannot have used it
+    parsed = nas_synthetic.parse_args(args)
+    dm = nas_synthetic._data(parsed)
+    dm.test_set = None
+    cands = nas_synthetic.rerank_candidates(FRONT, FULL, 0.6, 2)
+    scored = nas_synthetic.rerank(parsed, dm, cands)
+    assert [s["arch"] for s in scored] == [c["arch"] for c in cands]
+    assert all(0.0 <= s["val_acc"] <= 100.0 and s["init"] == "supernet" for s in scored)
+
+    out = nas_synthetic.main(args)
+    assert out["name"] == "searched_rerank0.6_supernet_s0" and out["init"] == "supernet"
+    rr = out["search"]["rerank"]
+    assert [c["latency_ms"] for c in rr["candidates"]] == [5.5, 4.0]  # top 2 within 0.6 x 10 ms by supernet acc
+    assert [c["val_acc_supernet_weights"] for c in rr["candidates"]] == [80.0, 70.0]
+    best = nas_synthetic.rerank_choice(rr["candidates"])
+    assert out["arch"] == best["arch"] == rr["chosen"] and out["search"]["chosen"]["arch"] == best["arch"]
+    saved = json.loads((parts / "searched_rerank0.6_supernet_s0.json").read_text())
+    assert [c["val_acc"] for c in saved["search"]["rerank"]["candidates"]] == [c["val_acc"] for c in rr["candidates"]]
+    assert (parts / "searched_rerank0.6_supernet_s0.pt").is_file()
+    with pytest.raises(SystemExit):  # the rerank rule re-chooses from a finished search only
+        nas_synthetic.main(["search", "--selection", "rerank", *common])
+
+
+def test_search_seeds_report_lists_the_rerank_candidates():
+    lat = {nas_synthetic.arch_key({"layers": [0, 1, 2]}): {"1": 30.0},
+           nas_synthetic.arch_key({"layers": [0, 1]}): {"1": 20.0},
+           nas_synthetic.arch_key({"layers": [0]}): {"1": 10.0},
+           nas_synthetic.arch_key({"layers": [0, 2], "downsample": {"1": ["topk", 0.5]}}): {"1": 15.0}}
+    runs = _seed_parts(0, 95.0, 60.0, 94.0)
+    runs[-1]["search"]["rerank"] = {"candidates": [
+        {"describe": "a", "latency_ms": 5.0, "val_acc_supernet_weights": 70.0, "val_acc": 80.0},
+        {"describe": "b", "latency_ms": 4.0, "val_acc_supernet_weights": 60.0, "val_acc": 90.0}]}
+    t = nas_synthetic.search_seed_table(runs, lat, [1])
+    assert [c["val_acc"] for c in t["rows"][0]["rerank"]] == [80.0, 90.0]
+    md = nas_synthetic._search_seeds_markdown({**t, "command": "c", "machine": "m", "threads": 1,
+                                               "latency_repeats": 3, "max_length": 64})
+    assert "* seed 0: a (5.0 ms, 70.0 -> 80.0); *b (4.0 ms, 60.0 -> 90.0)" in md
