@@ -265,14 +265,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     tt_logits, _ = _logits_feats(teacher, t_tap, xt)
     res["teacher_acc"] = float((tt_logits.argmax(1) == yt).float().mean() * 100)
 
-    if args.arms in ("all", "students") or "ce" in args.disk_init:
+    if args.arms in ("all", "students", "kd") or "ce" in args.disk_init:
         # CE student (also the softmax-response model and the edge model; with --disk_init ce, the DiSK init)
         ce = train_ce(student(), x, y, args, seed)
         ce_logits, res["ce_acc"] = acc(ce)
     def kd_fn(net, idx, xb, yb):  # the KD students' loss against the teacher's logits
         return kd_loss(net(xb), t_logits[idx], yb, args.kd_tau, args.kd_alpha)
 
-    if args.arms in ("all", "students"):
+    if args.arms in ("all", "students", "kd"):
         # KD student
         kd = train_ce(student(), x, y, args, seed, loss_fn=kd_fn)
         _, res["kd_acc"] = acc(kd)
@@ -296,7 +296,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         inits["ce"] = ("_ft", from_ce)
         _, res["ce_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed))
         _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=kd_fn))
-    for init in args.disk_init:
+    for init in args.disk_init if args.arms != "kd" else ():
         suffix, disk_student = inits[init]
         for mode in args.disk_budget:
             key = ("disk" if mode == "scheduled" else "disk_da") + suffix
@@ -460,9 +460,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="DiSK student init, one set of DiSK students per value: scratch (the shared seeded init; "
                          "keys disk*) or ce (this seed's CE student, the released runner's --model_ckpt; keys "
                          "disk*_ft, plus the equal-compute controls ce_ft_acc and kd_ft_acc from the same weights)")
-    ap.add_argument("--arms", default="all", choices=["all", "students", "disk"],
+    ap.add_argument("--arms", default="all", choices=["all", "students", "disk", "kd"],
                     help="disk: train only the teacher and the DiSK student(s) (same seeds, same teacher); "
-                         "students: the teacher and the CE, KD and DiSK students (no OSP, no hybrid)")
+                         "students: the teacher and the CE, KD and DiSK students (no OSP, no hybrid); kd: the teacher and the "
+                         "CE and KD students only (pilots that choose a setting where KD > CE without seeing DiSK)")
     ap.add_argument("--pair_with", default=None,
                     help="a results JSON of the same seeds whose ce/kd (and other missing) values join each seed")
     ap.add_argument("--mu", type=float, default=1.67)

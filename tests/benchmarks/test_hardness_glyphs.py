@@ -109,3 +109,13 @@ def test_disk_init_ce_starts_the_ft_students_from_the_ce_student(tmp_path, monke
     assert not all(torch.equal(starts["disk"][n], ce[n]) for n in ce if starts["disk"][n].is_floating_point())
     claims = {(c["a"], c["b"]) for c in data["summary"]["claims"]}
     assert {(a, b) for a, b, _ in hg.CLAIMS_DISK_FT} <= claims
+
+
+def test_kd_arms_train_teacher_ce_and_kd_only(tmp_path):
+    """``--arms kd`` (pilots that pick a setting where KD > CE without seeing DiSK): no DiSK, OSP or hybrid key,
+    and the KD > CE claim is still evaluated once 5 seeds exist (here 1 seed: listed without a verdict)."""
+    data = hg.main(["--out", str(tmp_path / "k.json"), *TINY_DISK, "--arms", "kd"])
+    run = data["runs"][0]
+    assert {"teacher_acc", "ce_acc", "kd_acc"} <= set(run)
+    assert not [k for k in run if k.startswith(("disk", "osp", "hybrid", "sr_"))]
+    assert [(c["a"], c["b"]) for c in data["summary"]["claims"]] == [("kd_acc", "ce_acc")]
