@@ -36,7 +36,10 @@ appended verbatim: the disclosures). Another choice rule re-applied to the same 
 --epochs 2 --seed S``, parts ``searched_rerank0.6_supernet_s<seed>``) takes the front members within the budget, the
 top K by supernet-weight validation accuracy, fine-tunes each E epochs from the supernet weights on the train split,
 scores them on the validation split only, and fine-tunes the best one ``--epochs`` afresh from the supernet weights
-(as ``budget``); every candidate's latency and validation accuracies are recorded in the part. Every part records
+(as ``budget``); every candidate's latency and validation accuracies are recorded in the part. A second set of
+searches (e.g. a longer supernet schedule) goes beside the first with ``search --search-only --search-tag se4
+--search-epochs 4 --seed S`` (``<parts>/search_se4_s<seed>/``, never overwritten) and is read by ``finetune
+--from-search --search-tag se4 ...`` (parts ``searched_se4_<selection><budget>_<init>_s<seed>``). Every part records
 its data (sizes, data seed, length), and parts trained on different data are never paired.
 """
 
@@ -163,7 +166,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     acc = _test_acc(trainer, module, dm)
     name = f"finetune_L{''.join(map(str, layers))}_s{args.seed}"
     if args.from_search:
-        name = f"searched_{args.selection}{args.latency_budget:g}_{init}_s{args.seed}"
+        name = f"searched{_tag(args)}_{args.selection}{args.latency_budget:g}_{init}_s{args.seed}"
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
     torch.save({"arch": module.net.arch.to_dict(), "state_dict": module.net.state_dict()}, parts / f"{name}.pt")
@@ -213,13 +216,20 @@ def rerank(args: argparse.Namespace, dm: Any, candidates: list[dict[str, Any]]) 
     return scored
 
 
+def _tag(args: argparse.Namespace) -> str:
+    """``_<tag>`` for ``--search-tag <tag>`` (a separate set of searches, e.g. ``se4``), else ``""``."""
+    return f"_{args.search_tag}" if args.search_tag else ""
+
+
 def search_dir(args: argparse.Namespace, write: bool = False) -> Path:
     """A seed's search directory, ``<parts>/search_s<seed>`` (supernet.pt, searched_arch.json, pareto.png), so that
-    searches with different seeds do not overwrite each other. Reading falls back to the single-seed layout of
-    earlier runs, ``<parts>/search``, when the seed's directory does not exist."""
-    per_seed = Path(args.parts) / f"search_s{args.seed}"
+    searches with different seeds do not overwrite each other; ``<parts>/search_<tag>_s<seed>`` with
+    ``--search-tag <tag>`` (another set of searches, e.g. a longer supernet schedule, beside the first). Reading falls
+    back to the single-seed layout of earlier runs, ``<parts>/search``, when the seed's directory does not exist (not
+    with a tag)."""
+    per_seed = Path(args.parts) / f"search{_tag(args)}_s{args.seed}"
     legacy = Path(args.parts) / "search"
-    if write or per_seed.is_dir() or not legacy.is_dir():
+    if write or per_seed.is_dir() or not legacy.is_dir() or args.search_tag:
         return per_seed
     return legacy
 
@@ -249,7 +259,8 @@ def _choose_from_search(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
     if rerank_info is not None:
         search["rerank"] = rerank_info
     return chosen["arch"], {"search": search, "n_candidates": len(saved["candidates"]),
-                            "test_acc_supernet_weights": None, "search_dir": str(search_dir(args))}
+                            "test_acc_supernet_weights": None, "search_dir": str(search_dir(args)),
+                            "search_tag": args.search_tag, "search_epochs": saved.get("search_epochs")}
 
 
 def run_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -258,10 +269,12 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
     from modules.text_classifier import TextClassifier
     from modules.transformer_search import TransformerSearch
 
-    pl.seed_everything(args.seed, verbose=False)
-    dm = _data(args)
     parts = Path(args.parts)
     out_dir = search_dir(args, write=True)
+    if args.search_tag and out_dir.exists():  # a tagged set of searches is never overwritten
+        raise SystemExit(f"{out_dir} exists: a tagged search does not overwrite an earlier one")
+    pl.seed_everything(args.seed, verbose=False)
+    dm = _data(args)
     search = TransformerSearch(model_path=args.model_path, num_classes=2, input_shape=(args.max_length,),
                                optimizer=_optimizer(args.lr), population=args.population,
                                generations=args.generations, search_batches=args.search_batches,
@@ -274,6 +287,15 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
     search_s = time.time() - start
     result = search.search_results
     torch.save(search.state_dict(), out_dir / "supernet.pt")  # for --from-search fine-tunes
+    settings = {k: getattr(args, k) for k in (
+        "train_size", "val_size", "test_size", "max_length", "batch_size", "lr", "data_seed", "population",
+        "generations", "subnets_per_step", "search_batches", "selection", "latency_budget", "max_acc_drop",
+        "latency_repeats", "threads", "search_epochs", "search_tag")}
+    saved_path = out_dir / "searched_arch.json"  # the supernet's schedule, read back by finetune --from-search
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text())
+        saved.update({"search_epochs": args.search_epochs, "search_s": search_s, "settings": settings})
+        saved_path.write_text(json.dumps(saved, indent=1))
     if args.search_only:
         return result
     results_dir = Path(args.results)
@@ -767,6 +789,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rerank-top", type=int, default=3)
     parser.add_argument("--rerank-epochs", type=int, default=1)
     parser.add_argument("--search-only", action="store_true", help="search: stop after the search (no fine-tune)")
+    parser.add_argument("--search-tag", default="",
+                        help="search / finetune --from-search: a separate set of searches in "
+                             "<parts>/search_<tag>_s<seed>/ (never overwritten; search needs --search-only), and "
+                             "finetune parts searched_<tag>_<selection><budget>_<init>_s<seed>")
     parser.add_argument("--latency-budget", type=float, default=0.5)
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--latency-batches", default="1,32")
@@ -778,6 +804,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "e.g. searched_budget0.6_supernet_s")
     parser.add_argument("--report", default=SEARCH_SEEDS_MD, help="search_seeds: results file stem")
     args = parser.parse_args(argv)
+    if args.search_tag and args.stage == "search" and not args.search_only:
+        parser.error("--search-tag: use search --search-only, then finetune --from-search --search-tag")
     if args.selection == "rerank" and not (args.stage == "finetune" and args.from_search):
         parser.error("--selection rerank re-chooses from a finished search: use it with finetune --from-search")
     return args

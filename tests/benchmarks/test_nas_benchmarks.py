@@ -217,3 +217,26 @@ def test_search_seeds_report_lists_the_rerank_candidates():
     md = nas_synthetic._search_seeds_markdown({**t, "command": "c", "machine": "m", "threads": 1,
                                                "latency_repeats": 3, "max_length": 64})
     assert "* seed 0: a (5.0 ms, 70.0 -> 80.0); *b (4.0 ms, 60.0 -> 90.0)" in md
+
+
+def test_tagged_search_goes_to_its_own_dir_and_is_read_back_by_finetune(tiny_bert, tmp_path):
+    parts = tmp_path / "parts"
+    common = ["--model-path", tiny_bert, "--train-size", "16", "--val-size", "8", "--test-size", "8", "--epochs", "1",
+              "--max-length", "32", "--batch-size", "8", "--population", "2", "--generations", "1",
+              "--search-batches", "1", "--latency-repeats", "1", "--parts", str(parts), "--results",
+              str(tmp_path / "r")]
+    with pytest.raises(SystemExit):  # a tagged search stops after the search
+        nas_synthetic.main(["search", "--search-tag", "se2", "--search-epochs", "2", *common])
+    nas_synthetic.main(["search", "--search-only", "--search-tag", "se2", "--search-epochs", "2", *common])
+    assert sorted(p.name for p in parts.iterdir()) == ["search_se2_s0"]  # no untagged dir, no part
+    saved = json.loads((parts / "search_se2_s0" / "searched_arch.json").read_text())
+    assert saved["search_epochs"] == 2 and saved["settings"]["search_tag"] == "se2"
+    assert (parts / "search_se2_s0" / "supernet.pt").is_file() and not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit):  # never overwritten
+        nas_synthetic.main(["search", "--search-only", "--search-tag", "se2", "--search-epochs", "2", *common])
+    out = nas_synthetic.main(["finetune", "--from-search", "--search-tag", "se2", "--selection", "budget",
+                              "--latency-budget", "0.9", *common])
+    assert out["name"] == "searched_se2_budget0.9_supernet_s0" and out["init"] == "supernet"
+    assert out["search_dir"] == str(parts / "search_se2_s0") and out["search_epochs"] == 2
+    assert (parts / "searched_se2_budget0.9_supernet_s0.json").is_file()
+    assert not (parts / "searched_budget0.9_supernet_s0.json").exists()
