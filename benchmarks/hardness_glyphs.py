@@ -462,8 +462,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "disk*_ft, plus the equal-compute controls ce_ft_acc and kd_ft_acc from the same weights)")
     ap.add_argument("--arms", default="all", choices=["all", "students", "disk", "kd"],
                     help="disk: train only the teacher and the DiSK student(s) (same seeds, same teacher); "
-                         "students: the teacher and the CE, KD and DiSK students (no OSP, no hybrid); kd: the teacher and the "
-                         "CE and KD students only (pilots that choose a setting where KD > CE without seeing DiSK)")
+                         "students: the teacher and the CE, KD and DiSK students (no OSP, no hybrid); kd: the "
+                         "teacher and the CE and KD students only (pilots that choose a setting where KD > CE "
+                         "without seeing DiSK)")
     ap.add_argument("--pair_with", default=None,
                     help="a results JSON of the same seeds whose ce/kd (and other missing) values join each seed")
     ap.add_argument("--mu", type=float, default=1.67)
