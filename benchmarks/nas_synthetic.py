@@ -752,7 +752,7 @@ def _search_seeds_markdown(t: dict[str, Any]) -> str:
                   "validation accuracy with supernet weights (the search's) and after the short fine-tune (all "
                   "500 validation examples); the chosen one is marked *.", ""]
         for r in reranked:
-            best = max(r["rerank"], key=lambda c: (c["val_acc"], -c["latency_ms"]))
+            best = rerank_choice(r["rerank"])
             lines.append(f"* seed {r['seed']}: " + "; ".join(
                 f"{'*' if c is best else ''}{c['describe']} ({c['latency_ms']:.1f} ms, "
                 f"{c['val_acc_supernet_weights']:.1f} -> {c['val_acc']:.1f})" for c in r["rerank"]))
