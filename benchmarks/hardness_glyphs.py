@@ -89,6 +89,10 @@ CLAIMS_DISK_FT = [
     ("disk_da_ft_acc", "kd_ft_acc", "DiSK dual-ascent (from the CE student) > KD (from the CE student), equal compute"),
     ("kd_ft_acc", "ce_ft_acc", "KD (from the CE student) > CE continued, equal compute"),
     ("disk_ft_acc", "ce_ft_acc", "DiSK (from the CE student) > CE continued, equal compute"),
+    # the published comparison (configuration F, post hoc): the released DiSK fine-tunes the CE student for
+    # ``--ft_epochs`` more epochs, the KD and CE students are trained from scratch for ``--epochs``
+    ("disk_ft_acc", "kd_acc", "DiSK (from the CE student, release protocol) > KD student from scratch"),
+    ("disk_da_ft_acc", "kd_acc", "DiSK dual-ascent (from the CE student, release protocol) > KD student from scratch"),
 ]
 MARGIN = 0.0
 
@@ -158,25 +162,27 @@ def disk_budget_constraint(mode: str, total: int, dual_lr: float, batches_per_ep
     raise ValueError(f"unknown DiSK budget mode {mode!r}")
 
 
-def train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats) -> dict[str, Any]:
-    """One DiSK student (``student()`` builds the seeded initial net); returns ``{key}_*`` diagnostics and the net
-    under ``_{key}_net``. Per guide epoch: lambda, delta, the mean budget value B and the mean guide output."""
+def train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats, epochs=None) -> dict[str, Any]:
+    """One DiSK student (``student()`` builds the seeded initial net) trained ``epochs`` student epochs (default
+    ``args.epochs``); returns ``{key}_*`` diagnostics and the net under ``_{key}_net``. Per guide epoch: lambda,
+    delta, the mean budget value B and the mean guide output."""
     from modules.disk import budget_penalty, budget_value, disk_distill_loss, topk_mask
     from nets.router import DiskGuide
 
     C = args.classes
     dk = student()
     guide = DiskGuide(t_feats.shape[1], C, width=64)
-    total = args.disk_warmup + args.epochs + math.ceil(args.epochs / args.disk_student_epochs)
+    epochs = epochs or args.epochs
+    total = args.disk_warmup + epochs + math.ceil(epochs / args.disk_student_epochs)
     n_batches = math.ceil(len(x) / args.batch_size)
     budget = disk_budget_constraint(mode, total, args.disk_dual_lr, n_batches)
     g = torch.Generator().manual_seed(seed)
-    steps = args.epochs * n_batches
+    steps = epochs * n_batches
     s_opt, s_sch = _sgd(dk.parameters(), args, steps)
     g_opt = torch.optim.Adam(guide.parameters(), lr=args.lr)
     s_done, epoch, g_sum, g_n, b_sum, b_n = 0, 0, 0.0, 0, 0.0, 0
     trace = []
-    while s_done < args.epochs:
+    while s_done < epochs:
         phase = "guide" if epoch < args.disk_warmup or \
             (epoch - args.disk_warmup) % (args.disk_student_epochs + 1) == args.disk_student_epochs else "student"
         if mode == "scheduled":
@@ -197,7 +203,7 @@ def train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats) -> dict[
                 loss = disk_distill_loss(s, tl, gv, m, args.tau_s, args.tau_t, 0.9) + 0.1 * F.cross_entropy(s, yb)
                 opt = s_opt
                 b = budget_value(s.detach(), tl, yb, gv, 5.0)
-                if s_done == args.epochs - 1:  # the guide's mean output (and B) in the last student epoch
+                if s_done == epochs - 1:  # the guide's mean output (and B) in the last student epoch
                     g_sum, g_n = g_sum + float(gv.sum()), g_n + len(gv)
                     b_sum, b_n = b_sum + float(b), b_n + 1
             else:
@@ -284,8 +290,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     inits = {"scratch": ("", student)}
     if "ce" in args.disk_init:
         # released protocol (runner.sh ``--model_ckpt $base_ckpt``, the CE-trained student): DiSK students keyed
-        # ``*_ft`` start from this seed's CE student; the equal-compute controls get the same args.epochs more
-        # epochs from the same weights, with a fresh optimizer and cosine as the DiSK student (CE continued; KD)
+        # ``*_ft`` start from this seed's CE student; the equal-compute controls get the same ``ft_epochs`` more
+        # epochs (default args.epochs; the release trains 3x its CE epochs) from the same weights, with a fresh
+        # optimizer and cosine as the DiSK student (CE continued; KD)
         ce_state = {k: v.clone() for k, v in ce.state_dict().items()}
 
         def from_ce():
@@ -294,13 +301,15 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             return net
 
         inits["ce"] = ("_ft", from_ce)
-        _, res["ce_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed))
-        _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=kd_fn))
+        ft = args.ft_epochs or args.epochs
+        _, res["ce_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, epochs=ft))
+        _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=kd_fn, epochs=ft))
     for init in args.disk_init if args.arms != "kd" else ():
         suffix, disk_student = inits[init]
         for mode in args.disk_budget:
             key = ("disk" if mode == "scheduled" else "disk_da") + suffix
-            res.update(train_disk(seed, args, mode, key, disk_student, x, y, t_logits, t_feats))
+            epochs = (args.ft_epochs or args.epochs) if init == "ce" else args.epochs
+            res.update(train_disk(seed, args, mode, key, disk_student, x, y, t_logits, t_feats, epochs=epochs))
             _, res[f"{key}_acc"] = acc(res.pop(f"_{key}_net"))
     if args.arms != "all":
         res["seconds"] = time.perf_counter() - t0
@@ -460,6 +469,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="DiSK student init, one set of DiSK students per value: scratch (the shared seeded init; "
                          "keys disk*) or ce (this seed's CE student, the released runner's --model_ckpt; keys "
                          "disk*_ft, plus the equal-compute controls ce_ft_acc and kd_ft_acc from the same weights)")
+    ap.add_argument("--ft_epochs", type=int, default=None,
+                    help="with --disk_init ce: epochs of every student started from the CE student (the DiSK *_ft "
+                         "students and the ce_ft / kd_ft controls); default --epochs. The released runner trains "
+                         "DiSK 3x its CE epochs (600 on top of 200)")
     ap.add_argument("--arms", default="all", choices=["all", "students", "disk", "kd"],
                     help="disk: train only the teacher and the DiSK student(s) (same seeds, same teacher); "
                          "students: the teacher and the CE, KD and DiSK students (no OSP, no hybrid); kd: the "

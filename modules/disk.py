@@ -129,15 +129,20 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, tau
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def _net_state(checkpoint: dict[str, Any], prefix: str = "net.") -> dict[str, Tensor]:
+def _net_state(checkpoint: dict[str, Any], prefix: str | tuple[str, ...] = "net.") -> dict[str, Tensor]:
+    """The sub-state under the first of ``prefix`` that the checkpoint has (else the whole state)."""
     state = checkpoint.get("state_dict", checkpoint)
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return sub or dict(state)
+    for p in (prefix,) if isinstance(prefix, str) else prefix:
+        sub = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+        if sub:
+            return sub
+    return dict(state)
 
 
 def load_net_weights(net: nn.Module, source: str | Path | dict[str, Any], role: str, key: str,
-                     prefix: str = "net.") -> None:
-    """Copy the ``net.*`` weights of an ImageClassifier checkpoint (a path or a loaded dict) into ``net``.
+                     prefix: str | tuple[str, ...] = "net.") -> None:
+    """Copy the ``net.*`` weights of an ImageClassifier checkpoint (a path or a loaded dict) into ``net``; with a
+    tuple ``prefix``, the first prefix the checkpoint has is used.
 
     Raises :class:`TeacherCheckpointError` naming ``key`` (the recipe argument) when the file is missing or the
     weights belong to another architecture / class count.
@@ -181,6 +186,10 @@ class DiSK(pl.LightningModule):
         num_classes, input_shape: linked from the datamodule.
         method: ``disk`` | ``kd`` | ``ce``.
         teacher_ckpt: an ImageClassifier checkpoint of the teacher (alternative to ``init_from``).
+        student_ckpt: a checkpoint of the CE-trained student (an ImageClassifier run, keys ``net.*``, or a
+            ``method: ce`` run of this module, keys ``student.*``): the student starts from it at ``fit``, as the
+            released CIFAR runner does (``--model_ckpt``, the CE student trained for 200 epochs). ``None``: from
+            scratch. A resumed run (``--ckpt_path``) overwrites it with the checkpoint's student.
         teacher_num_classes: the teacher's class count if it differs (it must not: a clear error).
         topk, tau_s, tau_t, lambda_aux, lambda_nll, max_ce: DiSK's loss settings (CIFAR defaults).
         lambda_min, lambda_max, lambda_period: the cosine multiplier schedule of the budget.
@@ -203,6 +212,7 @@ class DiSK(pl.LightningModule):
         teacher_kwargs: dict[str, Any] | None = None,
         method: Literal["disk", "kd", "ce"] = "disk",
         teacher_ckpt: str | None = None,
+        student_ckpt: str | None = None,
         teacher_num_classes: int | None = None,
         topk: int = 10,
         tau_s: float = 3.5,
@@ -284,6 +294,9 @@ class DiSK(pl.LightningModule):
         return self.student(x)
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.student_ckpt:
+            load_net_weights(self.student, self.hparams.student_ckpt, "student", "model.init_args.student_ckpt",
+                             prefix=("student.", "net."))
         if stage != "fit" or self.hparams.method == "ce":
             return
         if self.hparams.teacher_ckpt:

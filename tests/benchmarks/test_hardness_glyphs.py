@@ -76,29 +76,41 @@ def test_disk_only_run_with_both_budget_modes_pairs_with_an_earlier_run(tmp_path
     assert run["disk_da_lambda_last"] == dual[-2]["lambda_end"]
 
 
-def test_disk_init_ce_starts_the_ft_students_from_the_ce_student(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ft_epochs", [None, 3])
+def test_disk_init_ce_starts_the_ft_students_from_the_ce_student(tmp_path, monkeypatch, ft_epochs):
     """``--disk_init scratch ce``: the ``*_ft`` DiSK students and the equal-compute controls start from the seed's
-    trained CE student (the released runner's --model_ckpt); the scratch DiSK students from the shared init."""
+    trained CE student (the released runner's --model_ckpt); the scratch DiSK students from the shared init.
+    ``--ft_epochs`` sets the epochs of every student started from the CE student, and of no other."""
     import torch
 
-    trained, starts = [], {}
+    trained, starts, epochs = [], {}, []
     real_ce, real_disk = hg.train_ce, hg.train_disk
 
     def spy_ce(net, *a, **k):
+        epochs.append(("ce", k.get("epochs")))
         out = real_ce(net, *a, **k)
         trained.append({n: v.clone() for n, v in out.state_dict().items()})
         return out
 
-    def spy_disk(seed, args, mode, key, student, *a):
+    def spy_disk(seed, args, mode, key, student, *a, **k):
         starts[key] = student().state_dict()
-        return real_disk(seed, args, mode, key, student, *a)
+        epochs.append((key, k.get("epochs")))
+        return real_disk(seed, args, mode, key, student, *a, **k)
 
     monkeypatch.setattr(hg, "train_ce", spy_ce)
     monkeypatch.setattr(hg, "train_disk", spy_disk)
     tiny, earlier = TINY_DISK, _earlier_run(tmp_path)
     data = hg.main(["--out", str(tmp_path / "d.json"), *tiny, "--arms", "disk", "--disk_init", "scratch", "ce",
-                    "--disk_budget", "scheduled", "dual_ascent", "--disk_dual_lr", "20", "--pair_with", str(earlier)])
+                    "--disk_budget", "scheduled", "dual_ascent", "--disk_dual_lr", "20", "--pair_with", str(earlier),
+                    *(["--ft_epochs", str(ft_epochs)] if ft_epochs else [])])
     run = data["runs"][0]
+    base = int(TINY_DISK[TINY_DISK.index("--epochs") + 1])
+    ft = ft_epochs or base
+    # train_ce calls: teacher (its own epochs), CE student (default), CE continued and KD from CE (ft); DiSK
+    assert [e for _, e in epochs[2:4]] == [ft, ft]
+    assert dict(epochs[4:]) == {"disk": base, "disk_da": base, "disk_ft": ft, "disk_da_ft": ft}
+    student_epochs = {k: sum(e["phase"] == "student" for e in run[f"{k}_trace"]) for k in ("disk", "disk_ft")}
+    assert student_epochs == {"disk": base, "disk_ft": ft}
     for k in ("ce_acc", "ce_ft_acc", "kd_ft_acc", "disk_acc", "disk_da_acc", "disk_ft_acc", "disk_da_ft_acc"):
         assert 0.0 <= run[k] <= 100.0
     assert run["ce_acc_b"] == 40.0 and run["kd_acc"] == 41.0 and run["disk_acc_b"] == 30.0

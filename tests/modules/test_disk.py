@@ -180,6 +180,37 @@ def test_teacher_from_init_from_checkpoint_and_errors(tmp_path):
         _model(teacher_ckpt=str(tmp_path / "wrong.ckpt")).setup("fit")
 
 
+@pytest.mark.parametrize("source", ["classifier", "disk_ce"])
+def test_student_starts_from_the_ce_student_checkpoint(tmp_path, source):
+    """``student_ckpt`` (the released runner's --model_ckpt): the student's weights at fit start are the CE
+    student's, from an ImageClassifier run (``net.*``) or a ``method: ce`` run of DiSK (``student.*``); the
+    teacher is untouched; a missing file or another architecture is a clear error naming the key."""
+    if source == "classifier":
+        ce = ImageClassifier(net="small_cnn", num_classes=4, input_shape=(1, 8, 8), net_kwargs={"widths": [4, 8]})
+        want = ce.net.state_dict()
+    else:
+        ce = _model(method="ce")
+        want = ce.student.state_dict()
+    torch.nn.init.normal_(next(iter(want.values())))  # not the seeded default init of a fresh model
+    path = tmp_path / "ce.ckpt"
+    torch.save({"state_dict": ce.state_dict()}, path)
+    model = _model(student_ckpt=str(path))
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    assert not torch.equal(model.student.state_dict()[next(iter(want))], next(iter(want.values())))
+    with pytest.warns(UserWarning, match="no teacher weights"):
+        model.setup("fit")
+    for k, v in want.items():
+        torch.testing.assert_close(model.student.state_dict()[k], v)
+    for k, v in teacher_before.items():
+        torch.testing.assert_close(model.teacher.state_dict()[k], v)
+    with pytest.raises(TeacherCheckpointError, match="student_ckpt.*does not exist"):
+        _model(student_ckpt=str(tmp_path / "nope.ckpt")).setup("fit")
+    wrong = ImageClassifier(net="small_cnn", num_classes=4, input_shape=(1, 8, 8), net_kwargs={"widths": [8, 16]})
+    torch.save({"state_dict": wrong.state_dict()}, tmp_path / "wrong.ckpt")
+    with pytest.raises(TeacherCheckpointError, match="student_ckpt.*does not fit the student"):
+        _model(student_ckpt=str(tmp_path / "wrong.ckpt")).setup("fit")
+
+
 def test_teacher_and_student_with_different_class_counts():
     with pytest.raises(ConstraintError, match="teacher predicts 7 classes but student predicts 4"):
         _model(teacher_num_classes=7)

@@ -94,9 +94,32 @@ def test_recipe_smoke_run(recipe, fake_data_dirs, tmp_path):
     if config.get("init_from"):
         # an earlier stage's run does not exist here; the chain itself is tested in tests/test_main.py
         args.append("--init_from=null")
+    if ((config.get("model") or {}).get("init_args") or {}).get("student_ckpt"):
+        # DiSK's CE-student stage, likewise (loading it is tested in tests/modules/test_disk.py)
+        args.append("--model.init_args.student_ckpt=null")
     start = time.perf_counter()
     cli = cli_main(args)
     elapsed = time.perf_counter() - start
     assert cli.trainer.global_step == 1
     assert cli.trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed == 1
     assert elapsed < SMOKE_SECONDS, f"{recipe.name} smoke run took {elapsed:.0f} s"
+
+
+STUDENT_CHAINS = [p for p in RECIPES if "student_ckpt:" in p.read_text()]
+
+
+@pytest.mark.parametrize("recipe", STUDENT_CHAINS, ids=lambda p: p.stem)
+def test_student_ckpt_chains_to_the_ce_recipe_of_the_same_student(recipe):
+    """DiSK recipes that start from the CE student name the run of a baseline recipe that trains exactly that
+    student net on the same dataset, and their header says how to produce it."""
+    config = yaml.safe_load(recipe.read_text())
+    args = config["model"]["init_args"]
+    path = Path(args["student_ckpt"])
+    assert path.parts[0] == "runs" and path.parts[2:] == ("checkpoints", "last.ckpt"), path
+    base = REPO / "recipes" / f"{path.parts[1]}.yaml"
+    assert base.is_file(), f"{recipe.name}: student_ckpt names {path.parts[1]}, which has no recipe"
+    base_cfg = yaml.safe_load(base.read_text())
+    assert base_cfg["model"]["init_args"]["net"] == args["student"]
+    assert base_cfg["model"]["init_args"].get("net_kwargs") == args.get("student_kwargs")
+    assert base_cfg["data"]["class_path"] == config["data"]["class_path"]
+    assert f"recipes/{base.name}" in recipe.read_text().split("seed_everything")[0]
