@@ -304,14 +304,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         ft = args.ft_epochs or args.epochs
         _, res["ce_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, epochs=ft))
         _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=kd_fn, epochs=ft))
-    for init in args.disk_init if args.arms != "kd" else ():
+    for init in args.disk_init if args.arms in ("all", "students", "disk") else ():
         suffix, disk_student = inits[init]
         for mode in args.disk_budget:
             key = ("disk" if mode == "scheduled" else "disk_da") + suffix
             epochs = (args.ft_epochs or args.epochs) if init == "ce" else args.epochs
             res.update(train_disk(seed, args, mode, key, disk_student, x, y, t_logits, t_feats, epochs=epochs))
             _, res[f"{key}_acc"] = acc(res.pop(f"_{key}_net"))
-    if args.arms != "all":
+    if args.arms not in ("all", "sr", "osp"):
         res["seconds"] = time.perf_counter() - t0
         return res
 
@@ -319,6 +319,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     # softmax response is the CE-trained teacher itself
     p = tt_logits.softmax(1)
     res["sr_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
+    if args.arms == "sr":
+        res["seconds"] = time.perf_counter() - t0
+        return res
     torch.manual_seed(seed + 1000)
     osp = create_net(args.teacher, num_classes=C, in_channels=1)
     osp_tap = FeatureTap(osp)
@@ -345,6 +348,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     p = o_logits.softmax(1)
     res["osp_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
     res["osp_lambda_mean"] = float(mult.multiplier.mean())
+    if args.arms == "osp":
+        res["seconds"] = time.perf_counter() - t0
+        return res
 
     # Hybrid: edge = CE student, cloud = teacher; router fit, edge adapted with (2 - r), router refit
     edge = ce
@@ -473,11 +479,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="with --disk_init ce: epochs of every student started from the CE student (the DiSK *_ft "
                          "students and the ce_ft / kd_ft controls); default --epochs. The released runner trains "
                          "DiSK 3x its CE epochs (600 on top of 200)")
-    ap.add_argument("--arms", default="all", choices=["all", "students", "disk", "kd"],
+    ap.add_argument("--arms", default="all", choices=["all", "students", "disk", "kd", "sr", "osp"],
                     help="disk: train only the teacher and the DiSK student(s) (same seeds, same teacher); "
                          "students: the teacher and the CE, KD and DiSK students (no OSP, no hybrid); kd: the "
                          "teacher and the CE and KD students only (pilots that choose a setting where KD > CE "
-                         "without seeing DiSK)")
+                         "without seeing DiSK); sr: the teacher and its softmax-response coverage only (pilots that "
+                         "choose a setting for OSP without seeing OSP); osp: the teacher, softmax response and OSP")
     ap.add_argument("--pair_with", default=None,
                     help="a results JSON of the same seeds whose ce/kd (and other missing) values join each seed")
     ap.add_argument("--mu", type=float, default=1.67)

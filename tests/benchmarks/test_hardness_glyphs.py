@@ -131,3 +131,17 @@ def test_kd_arms_train_teacher_ce_and_kd_only(tmp_path):
     assert {"teacher_acc", "ce_acc", "kd_acc"} <= set(run)
     assert not [k for k in run if k.startswith(("disk", "osp", "hybrid", "sr_"))]
     assert [(c["a"], c["b"]) for c in data["summary"]["claims"]] == [("kd_acc", "ce_acc")]
+
+
+@pytest.mark.parametrize("arms", ["sr", "osp"])
+def test_sr_and_osp_arms_train_the_teacher_and_only_what_they_name(tmp_path, arms):
+    """``--arms sr`` (pilots that pick an OSP setting from softmax response alone) never trains OSP; ``--arms osp``
+    adds OSP and evaluates only the OSP > softmax-response claim. Neither trains a student or a router."""
+    data = hg.main(["--out", str(tmp_path / f"{arms}.json"), *TINY_DISK, "--arms", arms])
+    run = data["runs"][0]
+    assert {"teacher_acc", "sr_cov@err2"} <= set(run)
+    assert not [k for k in run if k.startswith(("disk", "kd", "ce", "hybrid", "entropy"))]
+    osp_keys = {k for k in run if k.startswith("osp")}
+    assert osp_keys == (set() if arms == "sr" else {"osp_acc", "osp_cov@err2", "osp_lambda_mean"})
+    claims = [(c["a"], c["b"]) for c in data["summary"]["claims"]]
+    assert claims == ([] if arms == "sr" else [("osp_cov@err2", "sr_cov@err2")])
