@@ -70,10 +70,10 @@ DEFAULTS = {"hidden": 64, "batch": 32, "epoch_batches": 500, "lr": 1e-3, "alpha"
 
 # Configurations pre-registered after the first study (each in a committed file written before its runs): the
 # variant suffix of their run names, the batches, the seeds that enter the goal (a pilot seed that led to the
-# settings is shown but never counted) and the file.
+# settings, ``pilot_seeds``, is shown but never counted) and the file.
 PREREGISTERED = [
     {"label": "b128", "variant": "_h128_b128_e2400_lr0.003_a1e-06_noreset", "steps": 2400, "seeds": (1, 2, 3),
-     "file": "results/rnn_adding_t500_b128.prereg.md"},
+     "pilot_seeds": (0,), "file": "results/rnn_adding_t500_b128.prereg.md"},
 ]
 
 
@@ -117,7 +117,8 @@ def settings_label(r: dict[str, Any]) -> str:
         return "study"
     for cfg in PREREGISTERED:
         if v == cfg["variant"] and r["steps"] == cfg["steps"]:
-            return f"prereg {cfg['label']} ({v[1:].replace('_', ' ')}); goal seeds {', '.join(map(str, cfg['seeds']))}"
+            return (f"prereg {cfg['label']} ({v[1:].replace('_', ' ')}); goal seeds {', '.join(map(str, cfg['seeds']))}"
+                    + "".join(f", seed {s} = pilot" for s in cfg["pilot_seeds"]))
     return "pilot: " + v[1:].replace("_", " ")
 
 
