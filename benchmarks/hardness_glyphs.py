@@ -527,14 +527,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs = old["runs"]
     done = {r["seed"] for r in runs}
     command = "python -m benchmarks.hardness_glyphs " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    data: dict[str, Any] = {}
-    for seed in args.seeds:
-        if seed in done:
-            continue
-        runs.append(run_seed(seed, args))
-        if args.pair_with:
-            pair_with(runs[-1:], args.pair_with)
-        print(json.dumps({k: v for k, v in runs[-1].items() if not k.endswith("_trace")}), flush=True)
+
+    def write() -> dict[str, Any]:  # after every seed, and once more at the end (a rerun refreshes the notes)
         data = {"command": command, "machine": f"cpu2 (2 shared cores), {platform.processor() or platform.machine()}",
                 "settings": {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "threads", "notes")},
                 "runs": runs, "summary": summarise(runs)}
@@ -542,7 +536,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data["notes"] = Path(args.notes).read_text().strip()
         out.write_text(json.dumps(data, indent=1))
         write_markdown(out.with_suffix(".md"), data)
-    return data
+        return data
+
+    for seed in args.seeds:
+        if seed in done:
+            continue
+        runs.append(run_seed(seed, args))
+        if args.pair_with:
+            pair_with(runs[-1:], args.pair_with)
+        print(json.dumps({k: v for k, v in runs[-1].items() if not k.endswith("_trace")}), flush=True)
+        write()
+    return write() if runs else {}
 
 
 if __name__ == "__main__":

@@ -145,3 +145,15 @@ def test_sr_and_osp_arms_train_the_teacher_and_only_what_they_name(tmp_path, arm
     assert osp_keys == (set() if arms == "sr" else {"osp_acc", "osp_cov@err2", "osp_lambda_mean"})
     claims = [(c["a"], c["b"]) for c in data["summary"]["claims"]]
     assert claims == ([] if arms == "sr" else [("osp_cov@err2", "sr_cov@err2")])
+
+
+def test_rerun_with_every_seed_done_trains_nothing_and_refreshes_the_notes(tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("before the runs")
+    args = ["--out", str(tmp_path / "r.json"), *TINY_DISK, "--arms", "sr", "--notes", str(notes)]
+    first = hg.main(args)
+    notes.write_text("after the runs")
+    second = hg.main(args)
+    assert second["runs"] == first["runs"]  # the finished seed is kept, not retrained
+    assert "after the runs" in (tmp_path / "r.md").read_text()
+    assert json.loads((tmp_path / "r.json").read_text())["notes"] == "after the runs"
