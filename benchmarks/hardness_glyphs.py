@@ -260,6 +260,10 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     C = args.classes
     res: dict[str, Any] = {"seed": seed}
 
+    def finish() -> dict[str, Any]:  # every arm ends here: the seed's wall time joins its results
+        res["seconds"] = time.perf_counter() - t0
+        return res
+
     def student():
         torch.manual_seed(seed)
         return create_net(args.student, num_classes=C, in_channels=1)
@@ -289,11 +293,12 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         kd = train_ce(student(), x, y, args, seed, loss_fn=kd_fn)
         _, res["kd_acc"] = acc(kd)
 
-    # DiSK student(s): guide warm-up, then (student_epochs student, 1 guide) cycles; student epochs = args.epochs.
+    # DiSK student(s): guide warm-up, then (student_epochs student, 1 guide) cycles; student epochs = args.epochs
+    # (from scratch) or ft_epochs (from the CE student).
     # One DiSK student per budget mode (same init, data order and guide init): ``scheduled`` is the released
     # lambda/delta cosine pair; ``dual_ascent`` enforces B <= delta(e) with projected dual ascent on the shared
     # engine (an option added after configuration B, see the module doc).
-    inits = {"scratch": ("", student)}
+    inits = {"scratch": ("", student, args.epochs)}
     if "ce" in args.disk_init:
         # released protocol (runner.sh ``--model_ckpt $base_ckpt``, the CE-trained student): DiSK students keyed
         # ``*_ft`` start from this seed's CE student; the equal-compute controls get the same ``ft_epochs`` more
@@ -306,28 +311,25 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             net.load_state_dict(ce_state)
             return net
 
-        inits["ce"] = ("_ft", from_ce)
         ft = args.ft_epochs or args.epochs
+        inits["ce"] = ("_ft", from_ce, ft)
         _, res["ce_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, epochs=ft))
         _, res["kd_ft_acc"] = acc(train_ce(from_ce(), x, y, args, seed, loss_fn=kd_fn, epochs=ft))
     for init in args.disk_init if args.arms in ("all", "students", "disk") else ():
-        suffix, disk_student = inits[init]
+        suffix, disk_student, epochs = inits[init]
         for mode in args.disk_budget:
             key = ("disk" if mode == "scheduled" else "disk_da") + suffix
-            epochs = (args.ft_epochs or args.epochs) if init == "ce" else args.epochs
             res.update(train_disk(seed, args, mode, key, disk_student, x, y, t_logits, t_feats, epochs=epochs))
             _, res[f"{key}_acc"] = acc(res.pop(f"_{key}_net"))
     if args.arms not in ("all", "sr", "osp"):
-        res["seconds"] = time.perf_counter() - t0
-        return res
+        return finish()
 
     # OSP on the teacher's net and init (paper Lagrangian, learned multipliers through the constraint engine);
     # softmax response is the CE-trained teacher itself
     p = tt_logits.softmax(1)
     res["sr_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
     if args.arms == "sr":
-        res["seconds"] = time.perf_counter() - t0
-        return res
+        return finish()
     torch.manual_seed(seed + 1000)
     osp = create_net(args.teacher, num_classes=C, in_channels=1)
     osp_tap = FeatureTap(osp)
@@ -355,8 +357,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     res["osp_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
     res["osp_lambda_mean"] = float(mult.multiplier.mean())
     if args.arms == "osp":
-        res["seconds"] = time.perf_counter() - t0
-        return res
+        return finish()
 
     # Hybrid: edge = CE student, cloud = teacher; router fit, edge adapted with (2 - r), router refit
     edge = ce
@@ -400,8 +401,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         k = f"{c * 100:g}"
         res[f"hybrid_acc@cov{k}"] = hybrid_accuracy(e_ok, c_ok, route(keep_score, c)) * 100
         res[f"entropy_acc@cov{k}"] = hybrid_accuracy(e_ok, c_ok, route(-entropy(e_logits), c)) * 100
-    res["seconds"] = time.perf_counter() - t0
-    return res
+    return finish()
 
 
 def pair_with(runs: list[dict[str, Any]], path: str | Path) -> None:
