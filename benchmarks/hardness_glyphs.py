@@ -82,6 +82,11 @@ CLAIMS = [
     ("disk_acc", "kd_acc", "DiSK student > KD student"),
     ("kd_acc", "ce_acc", "KD student > CE student"),
 ]
+# ``--osp_lagrangian code`` (configuration G, post hoc, results/hardness_glyphs_osp_release.notes.md): OSP with the
+# released Lagrangian form
+CLAIMS_OSP_CODE = [
+    ("osp_code_cov@err2", "sr_cov@err2", "OSP (released Lagrangian) coverage at 2% error > softmax response"),
+]
 # the dual-ascent DiSK option (added after configuration B: post hoc, reported as such)
 CLAIMS_DISK_DA = [
     ("disk_da_acc", "kd_acc", "DiSK (dual-ascent budget) student > KD student"),
@@ -242,12 +247,55 @@ def train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats, epochs=N
             f"{key}_trace": trace}
 
 
+def train_osp(seed: int, args: argparse.Namespace, form: str, x, y, xt, yt) -> dict[str, Any]:
+    """OSP on the teacher's net, init and data order (learned per-class multipliers through the constraint engine),
+    Lagrangian ``form`` (``paper`` or the released ``code``); keys ``osp_*`` (paper) or ``osp_code_*``. The
+    multipliers step at ``osp_multiplier_lr_scale`` x the net's lr (the release: its own AdamW at 1e-4 against
+    1e-2 for the net, a scale of 0.01)."""
+    from modules.constraints import Constraint
+    from modules.selective_classifier import osp_loss
+    from modules.selective_metrics import coverage_at_error
+    from nets import create_net
+    from nets.router import FeatureTap
+
+    C = args.classes
+    torch.manual_seed(seed + 1000)
+    osp = create_net(args.teacher, num_classes=C, in_channels=1)
+    osp_tap = FeatureTap(osp)
+    aux = torch.nn.Linear(osp_tap.dim, C)
+    eps = torch.nn.Parameter(torch.full((C,), 0.5))
+    mult = Constraint("osp_error", mode="learned", shape=(C,), init=args.mu - 0.5, hinge=False)
+    g = torch.Generator().manual_seed(seed + 1000)
+    steps = args.teacher_epochs * math.ceil(len(x) / args.batch_size)
+    opt = torch.optim.Adam([{"params": list(osp.parameters()) + list(aux.parameters())},
+                            {"params": [eps], "weight_decay": 0.0},
+                            {"params": [mult.lam], "weight_decay": 0.0,
+                             "lr": args.lr * args.osp_multiplier_lr_scale}],
+                           lr=args.lr, weight_decay=args.weight_decay)
+    sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(args.teacher_epochs):
+        osp.train()
+        for idx in _batches(len(x), args.batch_size, g):
+            out = osp(x[idx])
+            loss = 0.9 * osp_loss(out, y[idx], mult, eps, args.mu, form) + 0.1 * F.cross_entropy(
+                aux(osp_tap.features), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sch.step()
+    logits, _ = _logits_feats(osp, osp_tap, xt)
+    key = "osp" if form == "paper" else "osp_code"
+    p = logits.softmax(1)
+    return {f"{key}_acc": float((logits.argmax(1) == yt).float().mean() * 100),
+            f"{key}_cov@err2": coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100,
+            f"{key}_lambda_mean": float(mult.multiplier.mean()), f"{key}_eps_mean": float(F.relu(eps).mean())}
+
+
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from datamodules.glyphs import GlyphsDataModule
     from modules.constraints import Constraint, CosineSchedule
     from modules.disk import kd_loss
     from modules.hybrid_router import entropy, hybrid_accuracy, proxy_labels, route, router_loss
-    from modules.selective_classifier import osp_loss
     from modules.selective_metrics import coverage_at_error
     from nets import create_net
     from nets.router import FeatureTap, HybridRouter
@@ -324,38 +372,13 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if args.arms not in ("all", "sr", "osp"):
         return finish()
 
-    # OSP on the teacher's net and init (paper Lagrangian, learned multipliers through the constraint engine);
-    # softmax response is the CE-trained teacher itself
+    # OSP (train_osp, one net per --osp_lagrangian form); softmax response is the CE-trained teacher itself
     p = tt_logits.softmax(1)
     res["sr_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
     if args.arms == "sr":
         return finish()
-    torch.manual_seed(seed + 1000)
-    osp = create_net(args.teacher, num_classes=C, in_channels=1)
-    osp_tap = FeatureTap(osp)
-    aux = torch.nn.Linear(osp_tap.dim, C)
-    eps = torch.nn.Parameter(torch.full((C,), 0.5))
-    mult = Constraint("osp_error", mode="learned", shape=(C,), init=args.mu - 0.5, hinge=False)
-    g = torch.Generator().manual_seed(seed + 1000)
-    steps = args.teacher_epochs * math.ceil(len(x) / args.batch_size)
-    opt = torch.optim.Adam([{"params": list(osp.parameters()) + list(aux.parameters())},
-                            {"params": [eps, mult.lam], "weight_decay": 0.0}], lr=args.lr,
-                           weight_decay=args.weight_decay)
-    sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(args.teacher_epochs):
-        osp.train()
-        for idx in _batches(len(x), args.batch_size, g):
-            out = osp(x[idx])
-            loss = 0.9 * osp_loss(out, y[idx], mult, eps, args.mu, "paper") + 0.1 * F.cross_entropy(
-                aux(osp_tap.features), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sch.step()
-    o_logits, res["osp_acc"] = acc(osp)
-    p = o_logits.softmax(1)
-    res["osp_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
-    res["osp_lambda_mean"] = float(mult.multiplier.mean())
+    for form in args.osp_lagrangian:
+        res.update(train_osp(seed, args, form, x, y, xt, yt))
     if args.arms == "osp":
         return finish()
 
@@ -423,7 +446,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(runs) >= 2:
         out["intervals"] = {k: vars(mean_ci([r[k] for r in runs])) for k in keys}
     claims = []
-    for a, b, text in CLAIMS + CLAIMS_DISK_DA + CLAIMS_DISK_FT:
+    for a, b, text in CLAIMS + CLAIMS_OSP_CODE + CLAIMS_DISK_DA + CLAIMS_DISK_FT:
         if a not in runs[0] or b not in runs[0]:
             continue
         entry = {"claim": text, "a": a, "b": b, "margin": MARGIN}
@@ -494,6 +517,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--pair_with", default=None,
                     help="a results JSON of the same seeds whose ce/kd (and other missing) values join each seed")
     ap.add_argument("--mu", type=float, default=1.67)
+    ap.add_argument("--osp_lagrangian", nargs="+", default=["paper"], choices=["paper", "code"],
+                    help="OSP Lagrangian form, one OSP net per value: paper (keys osp_*) or the released code's "
+                         "(keys osp_code_*; the multiplier does not scale the error term, REFERENCE.md 10.1)")
+    ap.add_argument("--osp_multiplier_lr_scale", type=float, default=1.0,
+                    help="the OSP multipliers' learning rate as a multiple of --lr (the release: 1e-4 / 1e-2 = 0.01)")
     ap.add_argument("--router_epochs", type=int, default=8)
     ap.add_argument("--adapt_epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)

@@ -142,9 +142,28 @@ def test_sr_and_osp_arms_train_the_teacher_and_only_what_they_name(tmp_path, arm
     assert {"teacher_acc", "sr_cov@err2"} <= set(run)
     assert not [k for k in run if k.startswith(("disk", "kd", "ce", "hybrid", "entropy"))]
     osp_keys = {k for k in run if k.startswith("osp")}
-    assert osp_keys == (set() if arms == "sr" else {"osp_acc", "osp_cov@err2", "osp_lambda_mean"})
+    assert osp_keys == (set() if arms == "sr" else {"osp_acc", "osp_cov@err2", "osp_lambda_mean", "osp_eps_mean"})
     claims = [(c["a"], c["b"]) for c in data["summary"]["claims"]]
     assert claims == ([] if arms == "sr" else [("osp_cov@err2", "sr_cov@err2")])
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_osp_forms_train_one_net_each_and_the_multiplier_steps_at_its_own_rate(tmp_path, scale):
+    """``--osp_lagrangian code paper`` trains one OSP net per form (keys ``osp_code_*`` and ``osp_*``) and evaluates
+    each against softmax response; ``--osp_multiplier_lr_scale 0`` freezes the multipliers at their init mu - 0.5
+    (the slacks still move), scale 1 moves them."""
+    data = hg.main(["--out", str(tmp_path / "g.json"), *TINY_DISK, "--arms", "osp", "--mu", "1.67",
+                    "--osp_lagrangian", "code", "paper", "--osp_multiplier_lr_scale", str(scale)])
+    run = data["runs"][0]
+    for key in ("osp", "osp_code"):
+        assert {f"{key}_acc", f"{key}_cov@err2"} <= set(run)
+        assert run[f"{key}_eps_mean"] < 0.5  # the slack's gradient is mu - relu(lambda) = 0.5 > 0 at init
+        if scale == 0.0:
+            assert run[f"{key}_lambda_mean"] == pytest.approx(1.17, abs=1e-6)
+        else:
+            assert abs(run[f"{key}_lambda_mean"] - 1.17) > 1e-4
+    claims = {(c["a"], c["b"]) for c in data["summary"]["claims"]}
+    assert claims == {("osp_cov@err2", "sr_cov@err2"), ("osp_code_cov@err2", "sr_cov@err2")}
 
 
 def test_rerun_with_every_seed_done_trains_nothing_and_refreshes_the_notes(tmp_path):
