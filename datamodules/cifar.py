@@ -1,4 +1,6 @@
-"""CIFAR-10/100 from torchvision's on-disk python (pickle) format, with the standard crop+flip augmentation.
+"""CIFAR-10/100 from torchvision's on-disk python (pickle) format, with the standard crop+flip augmentation and,
+optionally, torchvision's AutoAugment CIFAR-10 policy and Cutout (the OSP release's training pipeline:
+crop, flip, AutoAugment, ToTensor, Cutout 16, Normalize).
 
 Integrity checks: torchvision's ``CIFAR10(download=False)`` md5-checks every batch file and the metadata
 before loading, which rejects anything but the official files. By default (``verify_md5=False``) the
@@ -16,6 +18,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
 from datamodules.base import BaseDataModule
+from datamodules.cutout import Cutout
 from datamodules.errors import DatasetNotFoundError, dataset_not_found
 
 
@@ -67,21 +70,32 @@ class _CIFARDataModule(BaseDataModule):
         download: bool = False,
         augment: bool = True,
         verify_md5: bool = False,
+        autoaugment: bool = False,
+        cutout: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, pin_memory)
+        if int(cutout) != cutout or cutout < 0:
+            raise ValueError(f"data.init_args.cutout must be a whole number of pixels >= 0 (0: off), got {cutout!r}.")
         self.save_hyperparameters()
         self.data_dir = os.fspath(data_dir)
         self.download = bool(download)
         self.augment = bool(augment)
         self.verify_md5 = bool(verify_md5)
+        self.autoaugment = bool(autoaugment)
+        self.cutout = int(cutout)
 
     @property
     def folder(self) -> str:
         return os.path.join(self.data_dir, self.dataset_cls.base_folder)
 
     def train_transform(self) -> transforms.Compose:
+        """``augment``: crop (padding 4) and flip; then ``autoaugment`` (CIFAR-10 policy, on the PIL image);
+        ToTensor; ``cutout`` (on [0, 1] pixels); Normalize."""
         aug = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if self.augment else []
-        return transforms.Compose([*aug, *self.eval_transform().transforms])
+        if self.autoaugment:
+            aug.append(transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10))
+        to_tensor, normalize = self.eval_transform().transforms
+        return transforms.Compose([*aug, to_tensor, *([Cutout(self.cutout)] if self.cutout else []), normalize])
 
     def eval_transform(self) -> transforms.Compose:
         return transforms.Compose([transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])

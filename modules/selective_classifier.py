@@ -94,6 +94,8 @@ class SelectiveClassifier(pl.LightningModule):
         alpha: OSP's weight of the one-sided loss against the auxiliary CE (0.9), or SelectiveNet's (0.5).
         mu: OSP's mu (the runner uses 0.49 and 1.67).
         lagrangian: ``paper`` or ``code`` (OSP).
+        multiplier_lr: OSP's multiplier learning rate (its own parameter group, no weight decay; the release
+            steps the multipliers with a separate AdamW at 1e-4 against 1e-2 for the net); ``None``: the net's.
         coverage: SelectiveNet's target coverage, in (0, 1].
         selectivenet_lambda: SelectiveNet's penalty weight (32).
         gambler_reward: DeepGamblers' o (> 1, at most the class count).
@@ -112,6 +114,7 @@ class SelectiveClassifier(pl.LightningModule):
         alpha: float = 0.9,
         mu: float = 1.67,
         lagrangian: Literal["paper", "code"] = "paper",
+        multiplier_lr: float | None = None,
         coverage: float = 0.8,
         selectivenet_lambda: float = 32.0,
         gambler_reward: float = 2.2,
@@ -133,6 +136,9 @@ class SelectiveClassifier(pl.LightningModule):
             check_fraction("target_coverages", c, "a coverage to report the error at")
         for e in target_errors:
             check_fraction("target_errors", e, "a selective error to report the coverage at")
+        if multiplier_lr is not None and not multiplier_lr > 0:
+            raise ConstraintError(f"multiplier_lr must be > 0 (or null for the net's learning rate), got "
+                                  f"{multiplier_lr}.")
         if not 0.0 <= alpha <= 1.0:
             raise ConstraintError(f"alpha must be in [0, 1], got {alpha}.")
         if method == "deepgamblers" and not 1.0 < gambler_reward <= num_classes:
@@ -244,11 +250,17 @@ class SelectiveClassifier(pl.LightningModule):
         def default(params: Any) -> torch.optim.Optimizer:
             return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
-        # the OSP multiplier and slacks take no weight decay
-        special = {id(p) for n, p in self.named_parameters() if n in ("eps", "multiplier.lam")}
-        groups = [{"params": [p for p in self.parameters() if id(p) not in special]}]
-        if special:
-            groups.append({"params": [p for p in self.parameters() if id(p) in special], "weight_decay": 0.0})
+        # the OSP slacks and multiplier take no weight decay; the multiplier may step at its own rate
+        named = dict(self.named_parameters())
+        special = {id(named[n]) for n in ("eps", "multiplier.lam") if n in named}
+        groups: list[dict[str, Any]] = [{"params": [p for p in self.parameters() if id(p) not in special]}]
+        if "eps" in named:
+            groups.append({"params": [named["eps"]], "weight_decay": 0.0})
+        if "multiplier.lam" in named:
+            lam_group: dict[str, Any] = {"params": [named["multiplier.lam"]], "weight_decay": 0.0}
+            if self.hparams.multiplier_lr is not None:
+                lam_group["lr"] = self.hparams.multiplier_lr
+            groups.append(lam_group)
         optimizer = (self.optimizer_factory or default)(groups)
         if self.scheduler_factory is None:
             return optimizer

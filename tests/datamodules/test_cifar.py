@@ -54,6 +54,29 @@ def test_augmentation_switch(cifar10_dir):
     assert isinstance(plain[-1], transforms.Normalize)
 
 
+def test_release_pipeline_autoaugment_and_cutout(cifar10_dir):
+    """``autoaugment`` and ``cutout`` (the OSP / DiSK releases' CIFAR pipeline): crop, flip, AutoAugment (CIFAR-10
+    policy), ToTensor, Cutout, Normalize, in that order; a loaded training image has a zeroed square (before
+    normalisation, so it reads as -mean/std there)."""
+    from datamodules.cutout import Cutout
+
+    dm = CIFAR10DataModule(data_dir=cifar10_dir, batch_size=4, autoaugment=True, cutout=16)
+    t = dm.train_transform().transforms
+    assert [type(x) for x in t] == [transforms.RandomCrop, transforms.RandomHorizontalFlip, transforms.AutoAugment,
+                                    transforms.ToTensor, Cutout, transforms.Normalize]
+    assert t[2].policy == transforms.AutoAugmentPolicy.CIFAR10 and t[4].length == 16
+    assert [type(x) for x in dm.eval_transform().transforms] == [transforms.ToTensor, transforms.Normalize]
+    only = CIFAR10DataModule(data_dir=cifar10_dir, batch_size=4, augment=False, cutout=16)
+    only.setup("fit")
+    black = (-torch.tensor(only.mean) / torch.tensor(only.std))[:, None, None]
+    for i in range(5):
+        n_black = int(torch.isclose(only.train_set[i][0], black, atol=1e-5).all(0).sum())
+        assert 64 <= n_black <= 256  # an 8x8 corner at least, a full 16x16 square at most
+        assert not torch.isclose(only.test_set[i][0], black, atol=1e-5).all(0).any()
+    with pytest.raises(ValueError, match="data.init_args.cutout"):
+        CIFAR10DataModule(data_dir=cifar10_dir, cutout=-1)
+
+
 @pytest.mark.parametrize("cls, folder", [(CIFAR10DataModule, "cifar-10-batches-py"),
                                          (CIFAR100DataModule, "cifar-100-python")])
 def test_missing_directory(cls, folder, tmp_path):

@@ -118,6 +118,28 @@ def test_module_trains_logs_and_checkpoints(method, tmp_path):
         assert not torch.allclose(model.multiplier.lam.detach(), torch.full((3,), 1.67 - 0.5))  # it moved
 
 
+def test_osp_multiplier_steps_at_its_own_learning_rate():
+    """``multiplier_lr`` (the release's separate multiplier optimizer, 1e-4 against 1e-2): lambda's group has that
+    rate and no weight decay, the net keeps the factory's, and one SGD step moves lambda by exactly
+    ``multiplier_lr`` times its (reversed, i.e. ascent) gradient."""
+    model = SelectiveClassifier(net="small_cnn", num_classes=3, input_shape=(1, 8, 8), method="osp",
+                                net_kwargs={"widths": [4, 8]}, multiplier_lr=1e-3,
+                                optimizer=lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=5e-4))
+    opt = model.configure_optimizers()
+    lam_group = next(g for g in opt.param_groups if any(p is model.multiplier.lam for p in g["params"]))
+    net_group = next(g for g in opt.param_groups if any(p is model.aux_head.weight for p in g["params"]))
+    assert (lam_group["lr"], lam_group["weight_decay"]) == (1e-3, 0.0)
+    assert (net_group["lr"], net_group["weight_decay"]) == (0.1, 5e-4)
+    x, y = next(iter(_loader()))
+    before = model.multiplier.lam.detach().clone()
+    model.loss(x, y).backward()
+    grad = model.multiplier.lam.grad.clone()
+    opt.step()
+    torch.testing.assert_close(model.multiplier.lam.detach(), before - 1e-3 * grad)
+    with pytest.raises(ConstraintError, match="multiplier_lr must be > 0"):
+        SelectiveClassifier(net="small_cnn", num_classes=3, input_shape=(1, 8, 8), multiplier_lr=0.0)
+
+
 def test_bad_coverage_is_a_clear_error():
     with pytest.raises(ConstraintError, match=r"coverage must be in \(0, 1\]"):
         SelectiveClassifier(net="small_cnn", num_classes=3, input_shape=(1, 8, 8), method="selectivenet",
