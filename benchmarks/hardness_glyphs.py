@@ -288,7 +288,8 @@ def train_osp(seed: int, args: argparse.Namespace, form: str, x, y, xt, yt) -> d
     p = logits.softmax(1)
     return {f"{key}_acc": float((logits.argmax(1) == yt).float().mean() * 100),
             f"{key}_cov@err2": coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100,
-            f"{key}_lambda_mean": float(mult.multiplier.mean()), f"{key}_eps_mean": float(F.relu(eps.detach()).mean())}
+            f"{key}_lambda_mean": float(mult.multiplier.detach().mean()),
+            f"{key}_eps_mean": float(F.relu(eps.detach()).mean())}
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
