@@ -57,8 +57,10 @@ D-long (results/hardness_glyphs_d.long.md) is B's setting trained longer::
 Configuration F (results/hardness_glyphs_f.md) is E's setting (``--classes 34 --kd_alpha 0.5``, 24 epochs) with
 the release's protocol, ``--disk_init ce --ft_epochs 72`` (DiSK fine-tunes the CE student 3x its epochs), seeds
 5-9. The OSP configuration (results/hardness_glyphs_osp.md) was picked by ``--arms sr`` pilots that never train
-OSP, then run with ``--arms osp --classes 20 --teacher_epochs 24``. Each .notes.md file next to a result holds
-its pre-registration and exact command.
+OSP, then run with ``--arms osp --classes 20 --teacher_epochs 24``. Configuration G
+(results/hardness_glyphs_osp_release.md) repeats it on seeds 5-9 with the release's OSP: ``--osp_lagrangian code
+paper --osp_multiplier_lr_scale 0.01``. Each .notes.md file next to a result holds its pre-registration and exact
+command.
 """
 
 from __future__ import annotations
