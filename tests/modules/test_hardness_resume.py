@@ -68,7 +68,8 @@ def _fit(make, epochs, root, ckpt_path=None, seed=0):
 
 
 @pytest.mark.parametrize("make, extra", [(_osp, ("multiplier.lam", "eps")), (_hybrid, ()),
-                                         (_disk("scheduled"), ("budget.lam",)), (_disk("dual_ascent"), ("budget.lam",))],
+                                         (_disk("scheduled"), ("budget.lam",)),
+                                         (_disk("dual_ascent"), ("budget.lam",))],
                          ids=["osp", "hybrid", "disk_scheduled", "disk_dual_ascent"])
 def test_stop_and_resume_equals_the_uninterrupted_run(make, extra, tmp_path):
     full, full_trainer = _fit(make, 4, tmp_path / "full")
@@ -105,7 +106,8 @@ def test_osp_under_ddp_stop_and_resume_equals_the_uninterrupted_run(tmp_path):
     run_ddp([*base, "--trainer.max_epochs=2", "--run_name=full"], root, timeout=600)
     run_ddp([*base, "--trainer.max_epochs=1", "--run_name=part"], root, timeout=600)
     run_ddp([*base, "--trainer.max_epochs=2", "--run_name=part", "--ckpt_path=last"], root, timeout=600)
-    full, part = (torch.load(root / name / "checkpoints" / "last.ckpt", weights_only=False) for name in ("full", "part"))
+    full, part = (torch.load(root / name / "checkpoints" / "last.ckpt", weights_only=False)
+                  for name in ("full", "part"))
     assert part["global_step"] == full["global_step"] == 8  # 64 glyphs / 2 ranks / batch 8 = 4 steps per epoch
     assert set(part["state_dict"]) == set(full["state_dict"])
     for k, v in full["state_dict"].items():
