@@ -249,6 +249,14 @@ def train_disk(seed, args, mode, key, student, x, y, t_logits, t_feats, epochs=N
             f"{key}_trace": trace}
 
 
+def _coverage_at_2pct(logits, yt) -> float:
+    """Coverage (%) at 2% selective error when abstaining on the max softmax (softmax response's and OSP's score)."""
+    from modules.selective_metrics import coverage_at_error
+
+    p = logits.softmax(1)
+    return coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
+
+
 def train_osp(seed: int, args: argparse.Namespace, form: str, x, y, xt, yt) -> dict[str, Any]:
     """OSP on the teacher's net, init and data order (learned per-class multipliers through the constraint engine),
     Lagrangian ``form`` (``paper`` or the released ``code``); keys ``osp_*`` (paper) or ``osp_code_*``. The
@@ -256,7 +264,6 @@ def train_osp(seed: int, args: argparse.Namespace, form: str, x, y, xt, yt) -> d
     1e-2 for the net, a scale of 0.01)."""
     from modules.constraints import Constraint
     from modules.selective_classifier import osp_loss
-    from modules.selective_metrics import coverage_at_error
     from nets import create_net
     from nets.router import FeatureTap
 
@@ -287,19 +294,17 @@ def train_osp(seed: int, args: argparse.Namespace, form: str, x, y, xt, yt) -> d
             sch.step()
     logits, _ = _logits_feats(osp, osp_tap, xt)
     key = "osp" if form == "paper" else "osp_code"
-    p = logits.softmax(1)
     return {f"{key}_acc": float((logits.argmax(1) == yt).float().mean() * 100),
-            f"{key}_cov@err2": coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100,
+            f"{key}_cov@err2": _coverage_at_2pct(logits, yt),
             f"{key}_lambda_mean": float(mult.multiplier.detach().mean()),
             f"{key}_eps_mean": float(F.relu(eps.detach()).mean())}
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from datamodules.glyphs import GlyphsDataModule
-    from modules.constraints import Constraint, CosineSchedule
+    from modules.constraints import Constraint
     from modules.disk import kd_loss
     from modules.hybrid_router import entropy, hybrid_accuracy, proxy_labels, route, router_loss
-    from modules.selective_metrics import coverage_at_error
     from nets import create_net
     from nets.router import FeatureTap, HybridRouter
 
@@ -376,8 +381,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         return finish()
 
     # OSP (train_osp, one net per --osp_lagrangian form); softmax response is the CE-trained teacher itself
-    p = tt_logits.softmax(1)
-    res["sr_cov@err2"] = coverage_at_error(p.max(1).values, p.argmax(1) == yt, 0.02).coverage * 100
+    res["sr_cov@err2"] = _coverage_at_2pct(tt_logits, yt)
     if args.arms == "sr":
         return finish()
     for form in args.osp_lagrangian:

@@ -252,8 +252,7 @@ class SelectiveClassifier(pl.LightningModule):
 
         # the OSP slacks and multiplier take no weight decay; the multiplier may step at its own rate
         named = dict(self.named_parameters())
-        special = {id(named[n]) for n in ("eps", "multiplier.lam") if n in named}
-        groups: list[dict[str, Any]] = [{"params": [p for p in self.parameters() if id(p) not in special]}]
+        groups: list[dict[str, Any]] = [{"params": [p for n, p in named.items() if n not in ("eps", "multiplier.lam")]}]
         if "eps" in named:
             groups.append({"params": [named["eps"]], "weight_decay": 0.0})
         if "multiplier.lam" in named:
