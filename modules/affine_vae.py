@@ -135,7 +135,7 @@ class AffineVAE(pl.LightningModule):
                                  ("eval_restarts", eval_restarts, 1), ("eval_steps", eval_steps, 0)):
             if value is not None and (not isinstance(value, int) or value < low):
                 raise AffineVAEConfigError(
-                    f"AffineVAE: {name} must be an integer >= {low}, got {value!r}; set model.init_args.{name} "
+                    f"AffineVAE: {name} must be an integer >= {low}, got {value!r}; set the argument {name} "
                     f"(restarts = random poses per sample, steps = Adam steps on the pose)"
                 )
         if keep > restarts or (eval_restarts is not None and keep > eval_restarts):

@@ -65,7 +65,7 @@ __all__ = ["MODES", "Constraint", "ConstraintError", "CosineSchedule", "check_fr
 
 
 class ConstraintError(ValueError):
-    """A constraint or budget argument is out of range (printed as one paragraph by main.py)."""
+    """A constraint or budget argument is out of range (one paragraph naming the argument to change)."""
 
     user_facing = True
 
@@ -78,7 +78,7 @@ def check_fraction(name: str, value: float, what: str = "a fraction") -> float:
         raise ConstraintError(f"{name} must be a number in (0, 1] ({what}), got {value!r}.") from None
     if not (0.0 < v <= 1.0) or math.isnan(v):
         raise ConstraintError(
-            f"{name} must be in (0, 1] ({what}), got {value!r}. Set it in the recipe (model.init_args.{name}) "
+            f"{name} must be in (0, 1] ({what}), got {value!r}. Set the argument {name} "
             f"to a share such as 0.7 (70%); 0 or less, or more than 1, is not a share."
         )
     return v

@@ -44,6 +44,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from modules.constraints import Constraint
 from modules.dcl_constraints import DCLConfigError, build_constraint
 from modules.image_classifier import ImageClassifier, _default_optimizer
+from modules.net_args import store_net_hparams
 
 __all__ = ["DCLClassifier"]
 
@@ -51,7 +52,8 @@ __all__ = ["DCLClassifier"]
 class DCLClassifier(ImageClassifier):
     """ImageClassifier trained by DCL primal-dual updates (see the module docstring).
 
-    Args (beyond :class:`ImageClassifier`'s):
+    Args (beyond :class:`ImageClassifier`'s; ``net`` is an ``nn.Module``, a registry name or a class_path
+    description, as there):
         constraints: ``{name: {eps: bound, ...options}}``; names and options in ``modules.dcl_constraints``.
         dual_lr: dual ascent step size of every multiplier.
         dual_max: upper clamp of the multipliers (``None``: unbounded).
@@ -63,7 +65,7 @@ class DCLClassifier(ImageClassifier):
 
     def __init__(
         self,
-        net: str = "resnet20",
+        net: str | nn.Module | None = "resnet20",
         num_classes: int = 10,
         input_shape: tuple[int, ...] = (3, 32, 32),
         net_kwargs: dict[str, Any] | None = None,
@@ -82,12 +84,13 @@ class DCLClassifier(ImageClassifier):
     ) -> None:
         super().__init__(net, num_classes, input_shape, net_kwargs, optimizer, lr_scheduler, lr_scheduler_interval,
                          label_smoothing, warmup_steps, warmup_factor, log_images)
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        store_net_hparams(self, {"net": net})
         if not dual_lr > 0:
             raise DCLConfigError(
-                f"model.init_args.dual_lr must be > 0 (the multipliers' ascent step), got {dual_lr!r}.")
+                f"DCLClassifier: dual_lr must be > 0 (the multipliers' ascent step), got {dual_lr!r}.")
         if constraints is not None and not isinstance(constraints, dict):
-            raise DCLConfigError("model.init_args.constraints must be a mapping {name: {eps: ..., ...}}, got "
+            raise DCLConfigError("DCLClassifier: constraints must be a mapping {name: {eps: ..., ...}}, got "
                                  f"{type(constraints).__name__}.")
         self.dcl_constraints = nn.ModuleDict()
         self.multipliers = nn.ModuleDict()

@@ -51,7 +51,7 @@ __all__ = ["CONSTRAINTS", "CalibrationGap", "DCLConfigError", "DistributionalCon
 
 
 class DCLConfigError(ValueError):
-    """A DCL constraint is misconfigured (printed as one paragraph by main.py)."""
+    """A DCL constraint is misconfigured (one paragraph naming the argument to change)."""
 
     user_facing = True
 
@@ -82,7 +82,7 @@ class DistributionalConstraint(nn.Module):
         if not isinstance(eps, int | float) or not math.isfinite(eps) or eps <= 0:
             raise DCLConfigError(
                 f"DCL constraint {self.name!r}: eps must be a number > 0 (the bound g <= eps), got {eps!r}. Set "
-                f"model.init_args.constraints.{self.name}.eps in the recipe to a positive bound.")
+                f"constraints={{{self.name!r}: {{'eps': ...}}}} to a positive bound.")
         if not 0.0 <= momentum < 1.0:
             raise DCLConfigError(f"DCL constraint {self.name!r}: momentum must be in [0, 1), got {momentum!r}.")
         self.eps = float(eps)
@@ -287,7 +287,7 @@ class LossFloor(DistributionalConstraint):
             raise DCLConfigError(
                 f"DCL constraint 'loss_floor': floor must be a number > 0 (the lowest mean training loss allowed, "
                 f"e.g. near the label noise's irreducible cross-entropy), got {floor!r}. Set "
-                f"model.init_args.constraints.loss_floor.floor.")
+                f"constraints={{'loss_floor': {{'floor': ..., 'eps': ...}}}}.")
         if self.eps >= floor:
             raise DCLConfigError(
                 f"DCL constraint 'loss_floor': eps ({eps!r}) must be below floor ({floor!r}): the constraint is "
@@ -322,11 +322,11 @@ def build_constraint(name: str, num_classes: int, options: dict[str, Any]) -> Di
     if name not in CONSTRAINTS:
         close = difflib.get_close_matches(name, CONSTRAINTS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DCLConfigError(f"Unknown DCL constraint {name!r} under model.init_args.constraints.{hint} Known: "
+        raise DCLConfigError(f"Unknown DCL constraint {name!r} in constraints.{hint} Known: "
                              f"{', '.join(CONSTRAINTS)}.")
     options = dict(options or {})
     if "eps" not in options:
-        raise DCLConfigError(f"DCL constraint {name!r} needs a bound: set model.init_args.constraints.{name}.eps "
+        raise DCLConfigError(f"DCL constraint {name!r} needs a bound: set constraints={{{name!r}: {{'eps': ...}}}} "
                              f"to a number > 0.")
     cls = CONSTRAINTS[name]
     if name in _NEEDS_CLASSES:

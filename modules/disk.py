@@ -37,10 +37,16 @@ loss ``L_DiSK + P``). The teacher is always frozen (eval mode). The guide is dis
 ``method: kd`` trains the student with ``alpha tau^2 KL(softmax(t/tau) || softmax(s/tau)) + (1 - alpha) CE(s, y)``
 (Hinton et al. 2015); ``method: ce`` with CE only (no teacher needed).
 
-Teacher weights come from an earlier recipe: ``init_from: <teacher recipe>`` (the platform's chaining; this
-module's ``restore_structure`` maps the teacher ImageClassifier's ``net.*`` weights onto ``teacher.*`` and keeps
-the student and guide as initialised) or ``teacher_ckpt: <path>`` (loaded at fit start; a missing file is an
-error). Without either, the teacher stays random and a warning is printed (the smoke harness runs that way).
+Student and teacher are any ``nn.Module`` classifiers (their last ``nn.Linear`` is the output layer, whose
+input is read as the features), registry names, or class_path descriptions. Pass a trained teacher module, or
+give its weights with ``teacher_ckpt: <path>`` (a Lightning checkpoint whose ``state_dict`` holds them under
+``net.``, as an ImageClassifier's does; loaded weights-only at fit start; a missing file is an error). In this
+project a recipe may also chain from the teacher's run (``restore_structure`` maps its ``net.*`` weights onto
+``teacher.*``). Without teacher weights a warning is printed.
+
+Manual optimisation: gradient accumulation is this module's ``accumulate_grad_batches`` (Lightning's Trainer
+argument does not apply to manual optimisation): each optimizer step uses the summed gradients of that many
+batches, every loss divided by it.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import lightning.pytorch as pl
 from modules.constraints import Constraint, ConstraintError, CosineSchedule, check_fraction
-from nets import create_net
+from modules.net_args import store_net_hparams
+from nets.registry import resolve_net
 from nets.router import DiskGuide, FeatureTap, last_linear
 
 __all__ = ["DiSK", "TeacherCheckpointError", "budget_penalty", "budget_value", "disk_distill_loss", "kd_loss",
@@ -65,7 +72,7 @@ __all__ = ["DiSK", "TeacherCheckpointError", "budget_penalty", "budget_value", "
 
 
 class TeacherCheckpointError(FileNotFoundError):
-    """A teacher/edge/cloud checkpoint is missing or does not fit (printed as one paragraph by main.py)."""
+    """A teacher/student/edge/cloud checkpoint is missing or does not fit (one paragraph naming the argument)."""
 
     user_facing = True
 
@@ -144,26 +151,34 @@ def load_net_weights(net: nn.Module, source: str | Path | dict[str, Any], role: 
     """Copy the ``net.*`` weights of an ImageClassifier checkpoint (a path or a loaded dict) into ``net``; with a
     tuple ``prefix``, the first prefix the checkpoint has is used.
 
-    Raises :class:`TeacherCheckpointError` naming ``key`` (the recipe argument) when the file is missing or the
-    weights belong to another architecture / class count.
+    Files are read with ``torch.load(..., weights_only=True)``. Raises :class:`TeacherCheckpointError` naming
+    ``key`` (the argument) when the file is missing, holds more than tensors and plain containers, or the weights
+    belong to another architecture / class count.
     """
     if not isinstance(source, dict):
         path = Path(source)
         if not path.is_file():
             raise TeacherCheckpointError(
-                f"{key}: the {role} checkpoint {str(path)!r} does not exist. Train the {role} first with its "
-                f"recipe (the recipe header's Prerequisites line names it; its run writes "
-                f"runs/<recipe>/checkpoints/last.ckpt) or set {key} to an existing .ckpt file."
+                f"{key}: the {role} checkpoint {str(path)!r} does not exist. Train the {role} first and set {key} "
+                f"to its checkpoint file (a Lightning .ckpt, or a file saved with torch.save holding a state_dict)."
             )
-        source = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - pickle errors of many kinds
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TeacherCheckpointError(
+                f"{key}: the {role} checkpoint {str(path)!r} cannot be loaded weights-only (it holds objects other "
+                f"than tensors and plain containers: {first[:300]}). Save only the weights, e.g. "
+                f"torch.save({{'state_dict': model.state_dict()}}, path), and set {key} to that file."
+            ) from None
     state = _net_state(source, prefix)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         detail = " | ".join(ln.strip() for ln in str(err).splitlines() if ln.strip())[:400]
         raise TeacherCheckpointError(
-            f"{key}: the {role} checkpoint does not fit the {role} net this recipe builds (another architecture or "
-            f"class count). Use the checkpoint of the recipe that trained this {role} net. Details: {detail}"
+            f"{key}: the {role} checkpoint does not fit the {role} net given (another architecture or class "
+            f"count). Use the checkpoint of the run that trained this {role} net. Details: {detail}"
         ) from None
 
 
@@ -173,7 +188,8 @@ def check_same_classes(a: nn.Module, b: nn.Module, names: tuple[str, str]) -> No
     if na != nb:
         raise ConstraintError(
             f"{names[0]} predicts {na} classes but {names[1]} predicts {nb}: both must have the dataset's class "
-            f"count. Set {names[0]}_kwargs/{names[1]}_kwargs (or the datamodule) so they agree."
+            f"count. Build both nets for the same number of classes (for registry names: {names[0]}_kwargs/"
+            f"{names[1]}_kwargs and num_classes)."
         )
 
 
@@ -182,10 +198,12 @@ class DiSK(pl.LightningModule):
     """Student distilled from a frozen teacher with DiSK's guide (``method: disk``), standard KD or CE.
 
     Args:
-        student, teacher: net names for ``nets.create_net`` (with ``student_kwargs``/``teacher_kwargs``).
+        student, teacher: the nets: ``nn.Module`` classifiers, ``{class_path, init_args}`` descriptions or registry
+            names (built with ``student_kwargs``/``teacher_kwargs``). Modules are not stored in the
+            hyperparameters: give them again to ``load_from_checkpoint(path, student=..., teacher=...)``.
         num_classes, input_shape: linked from the datamodule.
         method: ``disk`` | ``kd`` | ``ce``.
-        teacher_ckpt: an ImageClassifier checkpoint of the teacher (alternative to ``init_from``).
+        teacher_ckpt: a checkpoint with the teacher's weights under ``net.`` (e.g. an ImageClassifier's).
         student_ckpt: a checkpoint of the CE-trained student (an ImageClassifier run, keys ``net.*``, or a
             ``method: ce`` run of this module, keys ``student.*``): the student starts from it at ``fit``, as the
             released CIFAR runner does (``--model_ckpt``, the CE student trained for 200 epochs). ``None``: from
@@ -200,12 +218,14 @@ class DiSK(pl.LightningModule):
         guide_warmup, student_epochs, guide_epochs: the epoch alternation.
         kd_tau, kd_alpha: standard KD's temperature and weight.
         optimizer, guide_optimizer, lr_scheduler: factories (the scheduler applies to the student).
+        accumulate_grad_batches: batches whose gradients are summed per optimizer step (losses divided by it); the
+            last batches of an epoch step with what they have.
     """
 
     def __init__(
         self,
-        student: str = "resnet10_s",
-        teacher: str = "resnet10_l",
+        student: str | nn.Module | None = "resnet10_s",
+        teacher: str | nn.Module | None = "resnet10_l",
         num_classes: int = 100,
         input_shape: tuple[int, ...] = (3, 32, 32),
         student_kwargs: dict[str, Any] | None = None,
@@ -240,9 +260,15 @@ class DiSK(pl.LightningModule):
         optimizer: OptimizerCallable | None = None,
         guide_optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "guide_optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "guide_optimizer", "lr_scheduler"])
+        store_net_hparams(self, {"student": student, "teacher": teacher})
+        if isinstance(accumulate_grad_batches, bool) or not isinstance(accumulate_grad_batches, int) \
+                or accumulate_grad_batches < 1:
+            raise ConstraintError(f"DiSK: accumulate_grad_batches must be an integer >= 1, got "
+                                  f"{accumulate_grad_batches!r}.")
         if method not in ("disk", "kd", "ce"):
             raise ConstraintError(f"method must be disk, kd or ce, got {method!r}.")
         check_fraction("delta_max", delta_max, "DiSK's budget on the guide")
@@ -252,9 +278,11 @@ class DiSK(pl.LightningModule):
         if int(topk) < 1:
             raise ConstraintError(f"topk must be >= 1, got {topk}.")
         in_ch = input_shape[0]
-        self.student = create_net(student, num_classes=num_classes, in_channels=in_ch, **(student_kwargs or {}))
+        self.student = resolve_net(student, arg="student", num_classes=num_classes, in_channels=in_ch,
+                                   kwargs=student_kwargs, owner="DiSK")
         t_classes = num_classes if teacher_num_classes is None else int(teacher_num_classes)
-        self.teacher = create_net(teacher, num_classes=t_classes, in_channels=in_ch, **(teacher_kwargs or {}))
+        self.teacher = resolve_net(teacher, arg="teacher", num_classes=t_classes, in_channels=in_ch,
+                                   kwargs=teacher_kwargs, owner="DiSK")
         check_same_classes(self.teacher, self.student, ("teacher", "student"))
         self.teacher.requires_grad_(False)
         self.teacher_tap = FeatureTap(self.teacher)
@@ -268,7 +296,7 @@ class DiSK(pl.LightningModule):
                                      schedule=CosineSchedule(lambda_min, lambda_max, period=lambda_period), bound=delta)
         else:
             self.budget = Constraint("disk_budget", mode="dual_ascent", init=lambda_min, bound=delta, lr=dual_lr)
-        self.teacher_loaded = False
+        self.teacher_loaded = isinstance(teacher, nn.Module)  # a module passed in is taken as trained
         self.optimizer_factory = optimizer
         self.guide_optimizer_factory = guide_optimizer
         self.scheduler_factory = lr_scheduler
@@ -279,14 +307,14 @@ class DiSK(pl.LightningModule):
 
     # -------------------------------------------------------------------------------------- teacher weights
     def restore_structure(self, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """``init_from`` hook (main.py): a teacher ImageClassifier checkpoint becomes ``teacher.*`` weights; the
-        rest of this module's state is kept, so the strict load that follows succeeds. A checkpoint of this
-        module itself (keys ``student.*``) is left untouched."""
+        """Chaining hook (this project's entry point calls it with an earlier run's checkpoint before a strict
+        load): a teacher checkpoint (keys ``net.*``) becomes ``teacher.*`` weights and the rest of this module's
+        state is kept. A checkpoint of this module itself (keys ``student.*``) is left untouched."""
         state = checkpoint["state_dict"]
         if any(k.startswith("student.") for k in state):
             self.teacher_loaded = True
             return
-        load_net_weights(self.teacher, checkpoint, "teacher", "init_from")
+        load_net_weights(self.teacher, checkpoint, "teacher", "the chained teacher checkpoint")
         checkpoint["state_dict"] = self.state_dict()
         self.teacher_loaded = True
 
@@ -295,16 +323,17 @@ class DiSK(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.student_ckpt:
-            load_net_weights(self.student, self.hparams.student_ckpt, "student", "model.init_args.student_ckpt",
+            load_net_weights(self.student, self.hparams.student_ckpt, "student", "student_ckpt",
                              prefix=("student.", "net."))
         if stage != "fit" or self.hparams.method == "ce":
             return
         if self.hparams.teacher_ckpt:
-            load_net_weights(self.teacher, self.hparams.teacher_ckpt, "teacher", "model.init_args.teacher_ckpt")
+            load_net_weights(self.teacher, self.hparams.teacher_ckpt, "teacher", "teacher_ckpt")
             self.teacher_loaded = True
         if not self.teacher_loaded:
-            warnings.warn("DiSK: no teacher weights were loaded (no init_from / teacher_ckpt): the teacher is "
-                          "random. Real runs must chain from the teacher's recipe.", stacklevel=1)
+            warnings.warn("DiSK: no teacher weights were loaded (teacher_ckpt is not set and no checkpoint was "
+                          "chained): the teacher is as built. Pass a trained teacher or set teacher_ckpt.",
+                          stacklevel=1)
 
     def schedule_epoch(self, epoch: int) -> int:
         """The budget schedules' epoch for Lightning epoch ``epoch``: ``epoch`` during the guide warm-up, then the
@@ -389,9 +418,12 @@ class DiSK(pl.LightningModule):
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
         opt = opts[1] if phase == "guide" else opts[0]
-        opt.zero_grad()
-        self.manual_backward(out["loss"])
-        opt.step()
+        accumulate = int(self.hparams.get("accumulate_grad_batches", 1))
+        if batch_idx % accumulate == 0:
+            opt.zero_grad()
+        self.manual_backward(out["loss"] / accumulate)
+        if (batch_idx + 1) % accumulate == 0 or self.trainer.is_last_batch:
+            opt.step()
         if phase == "guide" and self.hparams.method == "disk" and self.hparams.budget_mode == "dual_ascent":
             # one multiplier on every rank: the batch budget value averaged over ranks
             self.budget.update(value=self.trainer.strategy.reduce(out["budget"], reduce_op="mean"))

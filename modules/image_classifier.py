@@ -1,4 +1,4 @@
-"""ImageClassifier: supervised training of any registered net with cross-entropy.
+"""ImageClassifier: supervised training of any image classification net with cross-entropy.
 
 Cross-entropy with optional label smoothing (Szegedy et al., 2016), torchmetrics top-1/top-5 accuracy, the
 optimizer and LR schedule from YAML (LightningCLI ``OptimizerCallable`` / ``LRSchedulerCallable``).
@@ -18,6 +18,16 @@ Example (YAML)::
           init_args: {milestones: [80, 120], gamma: 0.1}
 
 ``num_classes`` and ``input_shape`` are linked from the datamodule by main.py.
+
+In Python, pass your own network (any ``nn.Module`` mapping images to logits)::
+
+    model = ImageClassifier(net=MyNet(num_classes=10), num_classes=10, input_shape=(3, 32, 32))
+    ...
+    model = ImageClassifier.load_from_checkpoint(path, net=MyNet(num_classes=10))  # the net is not pickled
+
+A checkpoint of a filter-pruned net (callbacks/l1_filter_pruning.py) loads through ``load_from_checkpoint`` and
+``trainer.validate/test/fit(ckpt_path=...)`` without the pruning callback: :meth:`ImageClassifier.on_load_checkpoint`
+narrows the freshly built net to the saved widths before the weights are loaded.
 """
 
 from __future__ import annotations
@@ -31,7 +41,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import lightning.pytorch as pl
-from nets import create_net
+from modules.net_args import store_net_hparams
+from nets.registry import resolve_net
+from nets.resize import ResizeError, conv_widths, resize_to_state_dict
+
+PRUNING_KEY = "l1_filter_pruning"  # the checkpoint entry callbacks/l1_filter_pruning.py writes
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -39,10 +53,13 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
 
 
 class ImageClassifier(pl.LightningModule):
-    """Classifies images with a net from ``nets.create_net``.
+    """Classifies images with any network.
 
     Args:
-        net: a name from ``nets.list_nets()`` (``torchvision.<name>`` for any torchvision classifier).
+        net: the network: an ``nn.Module`` mapping ``(B, *input_shape)`` to ``(B, num_classes)`` logits, a
+            ``{class_path, init_args}`` description of one, or a name from ``nets.list_nets()``
+            (``torchvision.<name>`` for any torchvision classifier). Only names and descriptions are stored in
+            the hyperparameters: give a module again to ``load_from_checkpoint(path, net=...)``.
         num_classes: number of classes (linked from the datamodule).
         input_shape: (C, H, W) of one input (linked from the datamodule); sets ``example_input_array``.
         net_kwargs: extra constructor arguments of the net (e.g. ``shortcut``, ``block_widths``, ``cfg``).
@@ -58,7 +75,7 @@ class ImageClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        net: str = "resnet20",
+        net: str | nn.Module | None = "resnet20",
         num_classes: int = 10,
         input_shape: tuple[int, ...] = (3, 32, 32),
         net_kwargs: dict[str, Any] | None = None,
@@ -71,8 +88,10 @@ class ImageClassifier(pl.LightningModule):
         log_images: bool = True,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.net = create_net(net, num_classes=num_classes, in_channels=input_shape[0], **(net_kwargs or {}))
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        store_net_hparams(self, {"net": net})
+        self.net = resolve_net(net, arg="net", num_classes=num_classes, in_channels=input_shape[0],
+                               kwargs=net_kwargs, owner=type(self).__name__)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.example_input_array = torch.zeros(1, *input_shape)
@@ -123,14 +142,39 @@ class ImageClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best_val_acc1 = checkpoint.get("best_val_acc1")
-        # a net pruned by callbacks/l1_filter_pruning.py that hparams cannot rebuild (e.g. a torchvision model)
-        # is reshaped from the structure stored in the checkpoint before the weights are loaded
-        state = checkpoint.get("l1_filter_pruning")
-        if state and state.get("pruned"):
-            from callbacks.l1_filter_pruning import layer_widths, rebuild_pruned_model
+        self.restore_pruned_widths(checkpoint)
 
-            if layer_widths(self.net) != state.get("widths", layer_widths(self.net)):
-                rebuild_pruned_model(self, checkpoint, load_weights=False)
+    def restore_pruned_widths(self, checkpoint: dict[str, Any]) -> None:
+        """Narrows ``self.net`` to the layer widths of a filter-pruned checkpoint before its weights are loaded.
+
+        Runs from ``on_load_checkpoint``, so ``load_from_checkpoint`` and ``trainer.fit/validate/test(ckpt_path=)``
+        load a pruned checkpoint without the pruning callback. The widths come from the saved tensors' shapes and
+        are checked against those the pruning callback recorded (its ``l1_filter_pruning`` entry). A checkpoint
+        without that entry is left alone.
+        """
+        state = checkpoint.get(PRUNING_KEY)
+        if not state or not state.get("pruned"):
+            return
+        target = state.get("target", "net")
+        if target not in ("net", ""):
+            return  # pruned some other submodule: only its own callback knows how to rebuild it
+        widths = {k[len("net."):] if target == "" and k.startswith("net.") else k: int(v)
+                  for k, v in (state.get("widths") or {}).items()}
+        if conv_widths(self.net) == widths:
+            return  # built pruned already (e.g. the widths are in net_kwargs)
+        try:
+            resize_to_state_dict(self.net, checkpoint["state_dict"], prefix="net.")
+        except ResizeError as err:
+            raise ResizeError(f"{type(self).__name__}: cannot rebuild the pruned net of this checkpoint: {err}") \
+                from None
+        now = conv_widths(self.net)
+        wrong = [n for n, w in widths.items() if now.get(n) != w]
+        if wrong:
+            raise ResizeError(
+                f"{type(self).__name__}: the checkpoint was saved from a pruned net whose layers "
+                f"{', '.join(wrong[:4])} do not exist or have other widths in the net given ({type(self.net).__name__}); "
+                "pass the same architecture the pruned run started from (net=...)."
+            )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if self.hparams.log_images and batch_idx == 0 and self.current_epoch == 0:

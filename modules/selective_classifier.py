@@ -22,8 +22,12 @@ sigmoid) and h (auxiliary) on the features; loss ``alpha [r(f, g) + lam_c max(0,
 CE(h)`` with ``r = mean(CE(f) g) / phi``, ``phi = mean g``, score = g. **DeepGamblers**: K+1 outputs, loss
 ``-log(p_y + p_{K+1} / o)`` after ``gambler_pretrain`` CE epochs, score = ``1 - p_{K+1}``.
 
-Validation logs the selective metrics (``modules.selective_metrics``): coverage at target errors 2/1/0.5%,
-error at coverage 100/95/90%, AURC, and a risk-coverage plot to W&B.
+Validation and test log the selective metrics (``modules.selective_metrics``) under ``val/`` and ``test/``:
+coverage at target errors 2/1/0.5%, error at coverage 100/95/90%, AURC (and, at validation, a risk-coverage plot
+to loggers that take images).
+
+The backbone is any ``nn.Module`` classifier whose last ``nn.Linear`` is its output layer (its input is read as
+the features), a registry name, or a class_path description; DeepGamblers needs ``num_classes + 1`` outputs.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from torch import Tensor, nn
 import lightning.pytorch as pl
 from modules.constraints import Constraint, ConstraintError, check_fraction
 from modules.selective_metrics import risk_coverage_curve, selective_summary
-from nets import create_net
-from nets.router import FeatureTap
+from modules.net_args import store_net_hparams
+from nets.registry import resolve_net
+from nets.router import FeatureTap, last_linear
 
 Method = Literal["osp", "softmax_response", "selectivenet", "deepgamblers"]
 METHODS = ("osp", "softmax_response", "selectivenet", "deepgamblers")
@@ -89,7 +94,11 @@ class SelectiveClassifier(pl.LightningModule):
     """A classifier that may abstain, trained by ``method`` (see the module doc).
 
     Args:
-        net, net_kwargs, num_classes, input_shape: the backbone (``nets.create_net``; linked from the data).
+        net: the backbone: an ``nn.Module`` (``num_classes`` outputs, ``num_classes + 1`` for DeepGamblers), a
+            ``{class_path, init_args}`` description or a registry name (built with ``net_kwargs``). A module is not
+            stored in the hyperparameters: give it again to ``load_from_checkpoint(path, net=...)``.
+        net_kwargs, num_classes, input_shape: the registry net's arguments; class count and input shape (linked
+            from the data).
         method: ``osp`` | ``softmax_response`` | ``selectivenet`` | ``deepgamblers``.
         alpha: OSP's weight of the one-sided loss against the auxiliary CE (0.9), or SelectiveNet's (0.5).
         mu: OSP's mu (the runner uses 0.49 and 1.67).
@@ -106,7 +115,7 @@ class SelectiveClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        net: str = "resnet32",
+        net: str | nn.Module | None = "resnet32",
         num_classes: int = 10,
         input_shape: tuple[int, ...] = (3, 32, 32),
         net_kwargs: dict[str, Any] | None = None,
@@ -126,7 +135,8 @@ class SelectiveClassifier(pl.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        store_net_hparams(self, {"net": net})
         if method not in METHODS:
             raise ConstraintError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
         if lagrangian not in ("paper", "code"):
@@ -144,7 +154,14 @@ class SelectiveClassifier(pl.LightningModule):
         if method == "deepgamblers" and not 1.0 < gambler_reward <= num_classes:
             raise ConstraintError(f"gambler_reward must be in (1, num_classes={num_classes}], got {gambler_reward}.")
         outputs = num_classes + 1 if method == "deepgamblers" else num_classes
-        self.net = create_net(net, num_classes=outputs, in_channels=input_shape[0], **(net_kwargs or {}))
+        self.net = resolve_net(net, arg="net", num_classes=outputs, in_channels=input_shape[0], kwargs=net_kwargs,
+                               owner="SelectiveClassifier")
+        have = last_linear(self.net).out_features
+        if have != outputs:
+            raise ConstraintError(
+                f"SelectiveClassifier(net=...): the net's last nn.Linear has {have} outputs but method {method!r} "
+                f"with num_classes={num_classes} needs {outputs}"
+                f"{' (one more for abstention)' if method == 'deepgamblers' else ''}; build the net with that many.")
         self.tap = FeatureTap(self.net)
         d = self.tap.dim
         if method == "osp":
@@ -159,7 +176,7 @@ class SelectiveClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.example_input_array = torch.zeros(1, *input_shape)
-        self._val: list[tuple[Tensor, Tensor]] = []
+        self._eval: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits (``num_classes``; DeepGamblers' abstention output dropped)."""
@@ -203,30 +220,49 @@ class SelectiveClassifier(pl.LightningModule):
                      batch_size=x.shape[0])
         return loss
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def _eval_step(self, batch: Any, stage: str) -> None:
         x, y = batch[0], batch[1]
         pred, score = self.predict_with_score(x)
-        self.log("val/acc1", (pred == y).float().mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
-        self._val.append((score.detach(), (pred == y).detach()))
+        self.log(f"{stage}/acc1", (pred == y).float().mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self._eval[stage].append((score.detach(), (pred == y).detach()))
 
-    def on_validation_epoch_start(self) -> None:
-        self._val = []
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._val:
-            return
-        score = torch.cat([s for s, _ in self._val])
-        correct = torch.cat([c for _, c in self._val])
-        self._val = []
+    def _eval_epoch_end(self, stage: str) -> tuple[Tensor, Tensor] | None:
+        """Logs the selective metrics of the epoch under ``stage/`` (gathered over ranks); returns the data."""
+        rows, self._eval[stage] = self._eval[stage], []
+        if not rows:
+            return None
+        score = torch.cat([s for s, _ in rows])
+        correct = torch.cat([c for _, c in rows])
         if self.trainer.world_size > 1:
             score = self.all_gather(score).flatten()
             correct = self.all_gather(correct.float()).flatten() > 0.5  # gloo gathers no bool tensors
         summary = selective_summary(score, correct, tuple(self.hparams.target_errors),
                                     tuple(self.hparams.target_coverages))
-        self.log_dict({f"val/{k}": v for k, v in summary.items()}, sync_dist=False)
+        self.log_dict({f"{stage}/{k}": v for k, v in summary.items()}, sync_dist=False)
+        return score, correct
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval["val"] = []
+
+    def on_test_epoch_start(self) -> None:
+        self._eval["test"] = []
+
+    def on_validation_epoch_end(self) -> None:
+        data = self._eval_epoch_end("val")
+        if data is None:
+            return
         last = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
         if not self.trainer.sanity_checking and (last or (self.current_epoch + 1) % self.hparams.plot_every == 0):
-            self._plot(score, correct)
+            self._plot(*data)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
 
     def _plot(self, score: Tensor, correct: Tensor) -> None:
         loggers = [lg for lg in self.loggers if hasattr(lg, "log_image")]

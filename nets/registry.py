@@ -18,7 +18,8 @@ Example::
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -65,7 +66,8 @@ def list_nets(include_torchvision: bool = False) -> list[str]:
 def _unknown(name: str, candidates: list[str], what: str) -> ValueError:
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return ValueError(f"Unknown {what} {name!r}.{hint} Available: {', '.join(candidates)}")
+    available = ", ".join(candidates) if candidates else "(none registered)"
+    return ValueError(f"Unknown {what} {name!r}.{hint} Available: {available}")
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
@@ -113,8 +115,84 @@ def create_net(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any)
 
     Raises ``ValueError`` for an unknown name, listing close matches and the available names.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"create_net: the name must be a string, got {type(name).__name__}; an nn.Module needs no "
+                        "registry (pass it to the LightningModule directly)")
     if name.startswith(TORCHVISION_PREFIX):
         return _create_torchvision(name, num_classes, in_channels, **kwargs)
     if name not in _REGISTRY:
         raise _unknown(name, list_nets(), "network")
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- net arguments
+def instantiate_class_path(spec: Mapping[str, Any], arg: str = "net") -> nn.Module:
+    """Build ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` (the LightningCLI/jsonargparse form).
+
+    Nested ``{"class_path": ...}`` values inside ``init_args`` are built too. The class must be an ``nn.Module``.
+    """
+    path = spec.get("class_path")
+    if not isinstance(path, str) or "." not in path:
+        raise ValueError(f"{arg}: a net description needs class_path 'package.module.Class', got {path!r}")
+    module_name, _, cls_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"{arg}: cannot import class_path {path!r} ({type(err).__name__}: {err}). Make the module that defines "
+            f"the net importable, or pass the net itself ({arg}=MyNet(...))."
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"{arg}: class_path {path!r} is not an nn.Module subclass")
+    kwargs = {k: (instantiate_class_path(v, f"{arg}.init_args.{k}") if isinstance(v, Mapping) and "class_path" in v
+                  else v) for k, v in dict(spec.get("init_args") or {}).items()}
+    return cls(**kwargs)
+
+
+def resolve_net(net: Any, *, arg: str = "net", num_classes: int | None = None, in_channels: int = 3,
+                kwargs: Mapping[str, Any] | None = None, owner: str = "") -> nn.Module:
+    """The ``nn.Module`` a LightningModule argument stands for.
+
+    * an ``nn.Module``: used as it is (``kwargs`` must be empty: they only apply to a registry name);
+    * a ``{"class_path": ..., "init_args": {...}}`` mapping (LightningCLI's description of a module): built;
+    * a string: ``create_net(name, num_classes, in_channels, **kwargs)`` (this package's registry).
+
+    ``arg`` and ``owner`` name the argument in error messages (e.g. ``ImageClassifier(net=...)``).
+    """
+    where = f"{owner}({arg}=...)" if owner else arg
+    if isinstance(net, nn.Module):
+        if kwargs:
+            raise ValueError(
+                f"{where}: {arg} is an nn.Module ({type(net).__name__}), so {arg}_kwargs "
+                f"{dict(kwargs)} cannot be applied; build the module with those arguments yourself and drop "
+                f"{arg}_kwargs."
+            )
+        return net
+    if isinstance(net, Mapping) and "class_path" in net:
+        if kwargs:
+            raise ValueError(f"{where}: {arg} is a class_path description; put its arguments under init_args, "
+                             f"not {arg}_kwargs.")
+        return instantiate_class_path(net, arg)
+    if net is None:
+        raise ValueError(
+            f"{where}: {arg} is None. Pass the network: an nn.Module ({arg}=MyNet()), a name from "
+            f"nets.list_nets(), or a class_path/init_args description. A checkpoint of a module whose {arg} was "
+            f"passed as an nn.Module does not store how to build it: give it again when loading, e.g. "
+            f"{owner or 'Module'}.load_from_checkpoint(path, {arg}=MyNet())."
+        )
+    if isinstance(net, str):
+        if num_classes is None:
+            raise ValueError(f"{where}: num_classes is needed to build the registry net {net!r}")
+        try:
+            return create_net(net, num_classes=num_classes, in_channels=in_channels, **dict(kwargs or {}))
+        except ValueError as err:
+            if not str(err).startswith("Unknown network"):
+                raise
+            raise ValueError(
+                f"{where}: {err}. Pass your own network as an nn.Module instead ({arg}=MyNet()), or register "
+                "its name with nets.register_net in every process that builds or loads this module."
+            ) from None
+    raise TypeError(
+        f"{where}: {arg} must be an nn.Module, a registry name (str) or a class_path/init_args mapping, got "
+        f"{type(net).__name__}."
+    )
