@@ -18,9 +18,9 @@ Configuration (YAML, under ``trainer.callbacks``)::
         ranking: independent                   # or greedy (REFERENCE.md 1.3)
         prune_at_epoch: null                   # null: one shot before training (the paper); N: at epoch N
 
-* **Names.** Layers are named relative to the pruned module: ``pl_module.net`` when the LightningModule has an
-  ``nn.Module`` attribute ``net`` (this project's modules), the LightningModule itself otherwise (``target``
-  overrides it).
+* **Names.** Layers are named relative to the pruned module: the LightningModule's ``nn.Module`` attribute
+  ``net`` (this project's modules) or else ``model`` (a common name in other projects), the LightningModule
+  itself otherwise (``target`` overrides it).
 * **Paper layer numbers** (REFERENCE.md 1.4): the convs of the pruned module in definition order, 1-based,
   leaving out 1x1 projection shortcuts (convs named ``*downsample*``/``*shortcut*``). Layer 1 is the stem; in a
   ResNet, block b holds layers 2b and 2b+1. For VGG-16, layer k is conv_k.
@@ -31,25 +31,37 @@ Configuration (YAML, under ``trainer.callbacks``)::
   Then the whole coupled group is pruned by the L1 norms of the named layer's filters; the paper's ResNet-34-C
   names stage 3's projection shortcut (``layer3.0.downsample.0``), whose ranking decides which residual
   channels of the stage are removed. Channel-padding (option-A) shortcuts cannot be pruned at all.
-* **Timing.** One shot in ``setup`` (after ``init_from`` loaded the trained weights, before the optimizers
-  exist), or at the start of epoch ``prune_at_epoch``, after which the optimizers (and under DDP the
+* **Timing.** One shot in ``setup`` (after the trained weights were loaded into the model, before the
+  optimizers exist), or at the start of epoch ``prune_at_epoch``, after which the optimizers (and under DDP the
   DistributedDataParallel wrapper) are rebuilt; learning rates and scheduler progress carry over, momentum
   buffers restart.
 * **Checkpoints.** The pruned widths, the removed indices and the configuration go into the callback state and
-  into the checkpoint's top-level ``"l1_filter_pruning"`` entry. When fitting resumes from a checkpoint
-  (``--ckpt_path``) the callback rebuilds the narrow layers in ``setup`` from that entry, before Lightning
-  loads the weights, and never prunes twice. A net that defines ``structure_kwargs()`` (this project's
-  ``vgg16``/``resnet*``) also gets its widths written into ``hparams.net_kwargs``, so
-  ``ImageClassifier.load_from_checkpoint(path)`` rebuilds the pruned net without the callback. Any other model
-  is rebuilt with :func:`rebuild_pruned_model`::
+  into the checkpoint's top-level ``"l1_filter_pruning"`` entry. While the callback is in the Trainer, every
+  checkpoint Lightning loads into the module (``trainer.fit/validate/test/predict(ckpt_path=...)``) first
+  narrows the layers to the checkpoint's widths (a load-state-dict pre-hook on the LightningModule); a run is
+  never pruned twice. Without the callback, a LightningModule restores the structure with one line in its
+  ``on_load_checkpoint``, which makes ``load_from_checkpoint`` and any Trainer work::
 
-      from l1_filter_pruning import rebuild_pruned_model  # this file (callbacks.l1_filter_pruning here)
-      ckpt = "runs/prune_resnet34_imagenet_b/checkpoints/last.ckpt"
-      model = rebuild_pruned_model(torchvision.models.resnet34(), ckpt)  # reshaped, weights loaded
+      from l1_filter_pruning import restore_pruned_widths  # this file (callbacks.l1_filter_pruning here)
+
+      class LitClassifier(L.LightningModule):
+          def on_load_checkpoint(self, checkpoint):
+              restore_pruned_widths(self, checkpoint)
+
+  A plain ``nn.Module`` is rebuilt with :func:`rebuild_pruned_model` (the ``model.``/``net.`` prefix of the
+  LightningModule's keys is stripped)::
+
+      model = rebuild_pruned_model(torchvision.models.resnet34(), "last.ckpt")  # reshaped, weights loaded
+
+  A net that defines ``structure_kwargs()`` (this project's ``vgg16``/``resnet*``) also gets its widths
+  written into ``hparams.net_kwargs``.
+* **Safe loading.** Checkpoint files are read with ``torch.load(weights_only=True)``; a file that holds other
+  Python objects is refused with the object's name, and loads only when the caller passes
+  ``trust_checkpoint=True``.
 
 Public functions (also used by the sensitivity analysis): :func:`conv_layers`, :func:`numbered_conv_layers`,
 :func:`l1_filter_norms`, :func:`dependency_graph`, :func:`prune_layer`, :func:`prune_model`,
-:func:`layer_widths`, :func:`rebuild_pruned_model`.
+:func:`layer_widths`, :func:`rebuild_pruned_model`, :func:`restore_pruned_widths`.
 """
 
 from __future__ import annotations
@@ -57,11 +69,12 @@ from __future__ import annotations
 import copy
 import difflib
 import fnmatch
-import inspect
+import pickle
 import math
 import os
 import re
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -280,8 +293,9 @@ def _unknown_layer(model: nn.Module, name: str, what: str = "layer") -> PruningE
     shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
     return PruningError(
         f"L1FilterPruning: {what} {name!r} is not a prunable conv layer of {type(model).__name__}.{hint} "
-        f"Prunable convs: {shown}. Names are relative to the pruned module (pl_module.net for this project's "
-        "modules), and numbers are the paper's layer numbers (callbacks.l1_filter_pruning.numbered_conv_layers)."
+        f"Prunable convs: {shown}. Names are relative to the pruned module (the LightningModule's 'net' or "
+        "'model' attribute, or the one the callback's target argument names), and numbers are the paper's layer "
+        "numbers (numbered_conv_layers(model) in l1_filter_pruning.py lists them)."
     )
 
 
@@ -295,7 +309,7 @@ def _prune_group(graph: tp.DependencyGraph, model: nn.Module, name: str, idxs: l
         raise PruningError(
             f"L1FilterPruning: the filters of {name!r} feed a residual stream with a channel-padding (option-A) "
             "shortcut, whose channels cannot be removed; the paper prunes only the first conv of each block of "
-            "such nets (REFERENCE.md 1.4). Skip this layer."
+            "such nets. Add this layer to the callback's skip argument."
         )
     if c.coupled and not coupled:
         shown = ", ".join(c.coupled[:6]) + (", ..." if len(c.coupled) > 6 else "")
@@ -438,7 +452,7 @@ def _reshape_to_widths(model: nn.Module, widths: Mapping[str, int], example_inpu
             details.append(f"the model has {len(current)} conv layers, the checkpoint {len(widths)}")
         raise PruningError(
             f"The pruned structure in {source} belongs to another architecture than this "
-            f"{type(model).__name__}: {'; '.join(details)}. Build the same net (and net_kwargs) the pruned run used."
+            f"{type(model).__name__}: {'; '.join(details)}. Build the same architecture the pruning run started from."
         )
     if all(current[n] == int(w) for n, w in widths.items()):
         return
@@ -475,8 +489,193 @@ def _example_from_shape(shape: Sequence[int] | None) -> torch.Tensor | None:
     return torch.zeros(*[int(s) for s in shape]) if shape else None
 
 
+# ---------------------------------------------------------------------------------------------- loading
+_MARK = "_l1_filter_pruning_state"  # set on a module once narrowed, so that no callback prunes it again
+
+
+def _mark(module: nn.Module, state: Mapping[str, Any]) -> None:
+    module.__dict__[_MARK] = copy.deepcopy(dict(state))
+
+
+def _hint_reloading(pl_module: nn.Module) -> None:
+    """Tells the user how their own LightningModule reloads the pruned checkpoints (once, at pruning time)."""
+    if not isinstance(pl_module, pl.LightningModule):
+        return
+    cls = type(pl_module)
+    if cls.on_load_checkpoint is not pl.LightningModule.on_load_checkpoint:
+        return  # the module restores checkpoints its own way (e.g. with restore_pruned_widths)
+    rank_zero_warn(
+        f"L1FilterPruning: the checkpoints of this run hold narrower layers than a new {cls.__name__} has. "
+        "Lightning loads them (trainer.fit/validate/test(ckpt_path=...)) while this callback is in the Trainer; "
+        f"to load them anywhere else ({cls.__name__}.load_from_checkpoint, a Trainer without the callback), give "
+        f"{cls.__name__} the method `def on_load_checkpoint(self, checkpoint): restore_pruned_widths(self, "
+        "checkpoint)` (from l1_filter_pruning import restore_pruned_widths); without it they fail with 'size "
+        "mismatch'."
+    )
+
+
+def load_checkpoint_file(path: str | os.PathLike, trust_checkpoint: bool = False) -> Any:
+    """``torch.load`` of a checkpoint on the CPU with ``weights_only=True``.
+
+    A file that holds other Python objects than tensors and plain containers is refused with a
+    :class:`PruningError` naming the file and the object; ``trust_checkpoint=True`` loads it anyway with
+    ``weights_only=False``, which can run arbitrary code from the file: only for files you trust.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PruningError(f"L1FilterPruning: the checkpoint {path} does not exist; pass the path of a checkpoint "
+                           "saved by a run with this callback.")
+    if trust_checkpoint:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"the Python object {found.group(1)}" if found else "a Python object"
+        raise PruningError(
+            f"L1FilterPruning: {path} holds {what}, which safe loading (torch.load with weights_only=True) "
+            "refuses because unpickling it could run code. If you trust this file, pass trust_checkpoint=True "
+            "to load it anyway."
+        ) from None
+
+
+def _align_prefix(state: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """``state`` with one leading prefix stripped or added so that its keys match ``keys`` (a model's state-dict
+    keys): a LightningModule's ``model.``/``net.`` keys fit the plain net, and the other way round."""
+    keys = set(keys)
+    state = dict(state)
+    candidates: list[tuple[str, str]] = [("", "")]
+    for k in list(state)[:50]:
+        for own in keys:
+            if k.endswith("." + own):
+                candidates.append(("strip", k[: len(k) - len(own)]))
+            elif own.endswith("." + k):
+                candidates.append(("add", own[: len(own) - len(k)]))
+    best, best_hits = state, sum(k in keys for k in state)
+    for how, head in dict.fromkeys(candidates):
+        if how == "strip":
+            moved = {k[len(head):]: v for k, v in state.items() if k.startswith(head)}
+        elif how == "add":
+            moved = {head + k: v for k, v in state.items()}
+        else:
+            continue
+        hits = sum(k in keys for k in moved)
+        if hits > best_hits:
+            best, best_hits = moved, hits
+    return best
+
+
+def _set_shape_attributes(module: nn.Module) -> None:
+    """Updates the size attributes of a layer whose tensors were replaced by narrower ones."""
+    w = getattr(module, "weight", None)
+    if isinstance(module, nn.modules.conv._ConvNd) and isinstance(w, torch.Tensor):
+        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        if module.transposed:
+            module.in_channels, out = int(w.shape[0]), int(w.shape[1])
+            module.groups = module.in_channels if depthwise else module.groups
+            module.out_channels = out * module.groups
+        else:
+            module.out_channels = int(w.shape[0])
+            module.groups = module.out_channels if depthwise else module.groups
+            module.in_channels = int(w.shape[1]) * module.groups
+    elif isinstance(module, nn.Linear) and isinstance(w, torch.Tensor):
+        module.out_features, module.in_features = int(w.shape[0]), int(w.shape[1])
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        ref = w if isinstance(w, torch.Tensor) else getattr(module, "running_mean", None)
+        if isinstance(ref, torch.Tensor):
+            module.num_features = int(ref.shape[0])
+    elif isinstance(module, nn.GroupNorm) and isinstance(w, torch.Tensor):
+        module.num_channels = int(w.shape[0])
+    elif isinstance(module, nn.LayerNorm) and isinstance(w, torch.Tensor):
+        module.normalized_shape = tuple(int(d) for d in w.shape)
+    elif isinstance(module, nn.PReLU) and isinstance(w, torch.Tensor):
+        module.num_parameters = int(w.numel())
+
+
+def _adopt_shapes(model: nn.Module, state: Mapping[str, Any], source: str, advice: str) -> list[str]:
+    """Replaces every parameter and buffer of ``model`` that ``state`` holds narrower (same rank, no dimension
+    larger) by an uninitialised tensor of the state's shape, so that ``load_state_dict`` fits; returns the names
+    of the layers changed. Any wider or otherwise different shape is a :class:`PruningError`."""
+    plan: list[tuple[nn.Module, str, str, torch.Tensor, tuple[int, ...]]] = []
+    wrong: list[str] = []
+    for mname, module in model.named_modules():
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for local, tensor in tensors:
+            key = f"{mname}.{local}" if mname else local
+            other = state.get(key)
+            if not isinstance(other, torch.Tensor) or tuple(other.shape) == tuple(tensor.shape):
+                continue
+            new = tuple(int(d) for d in other.shape)
+            if len(new) != tensor.dim() or any(a > b for a, b in zip(new, tensor.shape)):
+                wrong.append(f"{key}: {list(new)} there, {list(tensor.shape)} in the model")
+            else:
+                plan.append((module, mname, local, tensor, new))
+    if wrong:
+        raise PruningError(
+            f"L1FilterPruning: {source} does not fit {type(model).__name__} even after narrowing its layers ("
+            + "; ".join(wrong[:3]) + (f"; {len(wrong)} in all" if len(wrong) > 3 else "") + f"). {advice}"
+        )
+    changed: dict[str, nn.Module] = {}
+    for module, mname, local, tensor, new in plan:
+        fresh = torch.empty(new, dtype=tensor.dtype, device=tensor.device)
+        if isinstance(tensor, nn.Parameter):
+            setattr(module, local, nn.Parameter(fresh, requires_grad=tensor.requires_grad))
+        else:
+            module.register_buffer(local, fresh)
+        changed[mname] = module
+    for module in changed.values():
+        _set_shape_attributes(module)
+    return list(changed)
+
+
+def restore_pruned_widths(module: nn.Module, checkpoint: str | os.PathLike | Mapping[str, Any], *,
+                          trust_checkpoint: bool = False) -> bool:
+    """Narrows ``module`` in place to the layer widths of a checkpoint written by a pruning run (weights are not
+    loaded). Returns True when the checkpoint came from a pruning run, False (and changes nothing) otherwise.
+
+    Call it before the weights are loaded. In a LightningModule, one line makes ``load_from_checkpoint`` and
+    every ``Trainer(...).validate/test/fit(ckpt_path=...)`` work, with or without the callback::
+
+        def on_load_checkpoint(self, checkpoint):
+            restore_pruned_widths(self, checkpoint)
+
+    Args:
+        module: the LightningModule the run used, or the plain net it pruned (keys are matched with or without
+            the LightningModule's prefix, e.g. ``model.``).
+        checkpoint: the loaded checkpoint dict (what ``on_load_checkpoint`` receives) or its path.
+        trust_checkpoint: a path is read with ``torch.load(weights_only=True)``; True allows other Python objects
+            in the file (only for files you trust).
+
+    The layers are narrowed from the shapes of the checkpoint's ``state_dict`` (no example input or tracing is
+    needed); a checkpoint whose layers do not fit the architecture raises :class:`PruningError`.
+    """
+    source = "the checkpoint"
+    if isinstance(checkpoint, str | os.PathLike):
+        source = str(checkpoint)
+        checkpoint = load_checkpoint_file(checkpoint, trust_checkpoint)
+    if not isinstance(checkpoint, Mapping):
+        raise PruningError(f"restore_pruned_widths: expected a checkpoint dict or path, got {type(checkpoint).__name__}")
+    state = pruning_state(checkpoint)
+    if not state or not state.get("pruned"):
+        return False
+    advice = "Build the same architecture the pruning run started from."
+    weights = checkpoint.get("state_dict")
+    if isinstance(weights, Mapping) and weights:
+        weights = _align_prefix(weights, module.state_dict().keys())
+        _adopt_shapes(module, weights, source, advice)
+    else:  # a pruning entry without weights: rebuild from the stored widths (traces the model)
+        target = state.get("target", "")
+        root = module.get_submodule(target) if target and isinstance(module, pl.LightningModule) else module
+        shape = state.get("example_input_shape")
+        example = _example_from_shape(shape) if shape else getattr(module, "example_input_array", None)
+        _reshape_to_widths(root, state["widths"], example, source)
+    _mark(module, {**state, "pruned": True})
+    return True
+
+
 def rebuild_pruned_model(model: nn.Module, checkpoint_or_widths: str | os.PathLike | Mapping[str, Any],
-                         example_inputs: Any = None, load_weights: bool = True, strict: bool = True) -> nn.Module:
+                         example_inputs: Any = None, load_weights: bool = True, strict: bool = True, *,
+                         trust_checkpoint: bool = False) -> nn.Module:
     """Reshapes a freshly built (unpruned) model to a pruned checkpoint's widths and loads its weights.
 
     Args:
@@ -485,9 +684,11 @@ def rebuild_pruned_model(model: nn.Module, checkpoint_or_widths: str | os.PathLi
         checkpoint_or_widths: a checkpoint path, a loaded Lightning checkpoint dict, or ``{conv name: width}``
             (as :func:`layer_widths` returns).
         example_inputs: inputs to trace the model with; by default zeros of the shape stored in the checkpoint.
-        load_weights: also load the checkpoint's ``state_dict`` (keys of the pruned submodule, e.g. ``net.``,
-            are stripped when ``model`` is that submodule).
+        load_weights: also load the checkpoint's ``state_dict`` (the LightningModule's key prefix, e.g.
+            ``net.`` or ``model.``, is stripped when ``model`` is the plain net).
         strict: passed to ``load_state_dict``.
+        trust_checkpoint: a path is read with ``torch.load(weights_only=True)``; True allows other Python
+            objects in the file (only for files you trust).
 
     Returns ``model``, reshaped in place. Raises :class:`PruningError` when the widths belong to another
     architecture.
@@ -496,7 +697,7 @@ def rebuild_pruned_model(model: nn.Module, checkpoint_or_widths: str | os.PathLi
     checkpoint: Mapping[str, Any] | None = None
     if isinstance(checkpoint_or_widths, str | os.PathLike):
         source = str(checkpoint_or_widths)
-        checkpoint = torch.load(checkpoint_or_widths, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint_file(checkpoint_or_widths, trust_checkpoint)
     elif isinstance(checkpoint_or_widths, Mapping) and (
         "state_dict" in checkpoint_or_widths or CHECKPOINT_KEY in checkpoint_or_widths
     ):
@@ -541,10 +742,10 @@ class L1FilterPruning(pl.Callback):
         ranking: ``independent`` (score every layer on the unpruned weights; the default) or ``greedy``.
         coupled: allow layers whose filters are tied to other layers' (residual streams); the whole group is
             ranked by the named layer's filters (ResNet-34-C).
-        prune_at_epoch: ``None`` prunes once in ``setup`` (from the weights ``init_from`` loaded, as the
+        prune_at_epoch: ``None`` prunes once in ``setup`` (from the weights the model holds then, as the
             paper does); an integer prunes at the start of that training epoch and rebuilds the optimizers.
-        target: dotted name of the submodule to prune; default ``net`` when the LightningModule has one,
-            else the LightningModule itself.
+        target: dotted name of the submodule to prune; default ``net`` or ``model`` when the LightningModule
+            has such an ``nn.Module`` attribute, else the LightningModule itself.
         example_input_shape: shape of the zeros used to trace the model; default: the LightningModule's
             ``example_input_array``.
     """
@@ -585,6 +786,15 @@ class L1FilterPruning(pl.Callback):
         self.example_input_shape = list(example_input_shape) if example_input_shape else None
         self._layers = base.get("layers")
         self.state: dict[str, Any] = {"version": STATE_VERSION, "pruned": False}
+        self._load_hook: Any = None
+        self._trainer_ref: Any = None
+
+    @property
+    def state_key(self) -> str:
+        # the arguments that tell two instances apart (e.g. two targets in one Trainer); checkpoints written under
+        # the plain class name still restore through Lightning's legacy-key fallback
+        return self._generate_state_key(target=self.target, preset=self.preset, ratios=self.ratios,
+                                        skip=self.skip)
 
     # ---- helpers
     @property
@@ -600,9 +810,9 @@ class L1FilterPruning(pl.Callback):
             except AttributeError:
                 raise PruningError(f"L1FilterPruning: target {self.target!r} is not a submodule of "
                                    f"{type(pl_module).__name__}") from None
-        net = getattr(pl_module, "net", None)
-        if isinstance(net, nn.Module):
-            return "net", net
+        for name in ("net", "model"):
+            if isinstance(getattr(pl_module, name, None), nn.Module):
+                return name, getattr(pl_module, name)
         return "", pl_module
 
     def _example(self, pl_module: nn.Module) -> Any:
@@ -639,6 +849,7 @@ class L1FilterPruning(pl.Callback):
             "config": {"preset": self.preset, "ratios": dict(self.ratios), "skip": list(self.skip),
                        "ranking": self.ranking, "coupled": self.coupled},
         }
+        _mark(pl_module, self.state)
         self._update_hparams(pl_module, root)
 
     @staticmethod
@@ -651,12 +862,6 @@ class L1FilterPruning(pl.Callback):
         kwargs = fn() if callable(fn) else None
         if kwargs:
             hparams["net_kwargs"] = {**(hparams["net_kwargs"] or {}), **kwargs}
-        else:
-            rank_zero_warn(
-                f"L1FilterPruning: {type(root).__name__} cannot express its pruned widths in net_kwargs; its "
-                "checkpoints reload with this callback (--ckpt_path, init_from) or with "
-                "callbacks.l1_filter_pruning.rebuild_pruned_model(model, checkpoint).",
-            )
 
     @staticmethod
     def _hparams_already_pruned(pl_module: nn.Module, root: nn.Module) -> bool:
@@ -680,9 +885,10 @@ class L1FilterPruning(pl.Callback):
         example = _example_from_shape(shape) if shape else self._example(pl_module)
         _reshape_to_widths(root, state["widths"], example, source)
         self.state = {**copy.deepcopy(dict(state)), "pruned": True}
+        _mark(pl_module, self.state)
         self._update_hparams(pl_module, root)
 
-    # ---- protocols of main.py
+    # ---- protocols of this project's entry point (optional elsewhere)
     def prune(self, pl_module: nn.Module) -> dict[str, list[int]]:
         """Prunes ``pl_module`` in place by the configured rule (no-op when it is already pruned)."""
         if self.pruned:
@@ -693,6 +899,7 @@ class L1FilterPruning(pl.Callback):
         before = sum(p.numel() for p in root.parameters())
         removed = prune_model(root, self.ratios, example, self.skip, self.ranking, self.coupled, verify=False)
         self._record(pl_module, target, root, example, removed)
+        _hint_reloading(pl_module)
         after = sum(p.numel() for p in root.parameters())
         coupled = " (and the layers coupled to them)" if self.coupled else ""
         rank_zero_info(
@@ -702,7 +909,7 @@ class L1FilterPruning(pl.Callback):
         return removed
 
     def apply_structure(self, pl_module: nn.Module) -> None:
-        """``main.py report``: the pruned architecture (pruned by the rule on whatever weights exist)."""
+        """Structure-only use (e.g. counting MACs): the pruned architecture (pruned by the rule on whatever weights exist)."""
         if not self.pruned and not self._built_pruned(pl_module):
             self.prune(pl_module)
 
@@ -720,34 +927,61 @@ class L1FilterPruning(pl.Callback):
         return True
 
     def restore_structure(self, pl_module: nn.Module, checkpoint: Mapping[str, Any]) -> None:
-        """``main.py init_from``: rebuilds the narrow layers of a pruned checkpoint before its weights are copied
-        (no-op for an unpruned checkpoint, which this callback then prunes in ``setup``)."""
+        """Rebuilds the narrow layers of a pruned checkpoint before its weights are copied into ``pl_module``
+        outside Lightning's own loading (no-op for an unpruned checkpoint, which this callback then prunes in
+        ``setup``)."""
         state = pruning_state(checkpoint)
         if state and state.get("pruned"):
-            self._restore(pl_module, state, "the init_from checkpoint")
+            self._restore(pl_module, state, "the checkpoint being loaded")
 
     # ---- Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer_ref = weakref.ref(trainer)
+        self._watch_loading(pl_module)
         if self.pruned:
             return
-        path = _checkpoint_being_restored(trainer)
-        if path is not None:
-            checkpoint = trainer.strategy.load_checkpoint(path)
-            state = pruning_state(checkpoint)
-            if state and state.get("pruned"):
-                self._restore(pl_module, state, str(path))
-                return
-            if self.prune_at_epoch is not None:
-                return  # saved before prune_at_epoch: pruned when that epoch starts
-            raise PruningError(
-                f"L1FilterPruning: the checkpoint {path} has no pruned structure, so a one-shot pruning run cannot "
-                "resume from it (its weights do not fit the pruned net). To prune a trained model, start from its "
-                "weights with init_from (or load them before fit) instead of --ckpt_path."
-            )
+        marked = getattr(pl_module, _MARK, None)
+        if marked and marked.get("pruned"):  # narrowed before (restore_pruned_widths, another fit): never twice
+            self.state = copy.deepcopy(dict(marked))
+            return
         if self._built_pruned(pl_module):
             return
         if self.prune_at_epoch is None:
             self.prune(pl_module)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._load_hook is not None:
+            self._load_hook.remove()
+            self._load_hook = None
+
+    def _watch_loading(self, pl_module: nn.Module) -> None:
+        """Every checkpoint Lightning loads into ``pl_module`` (``ckpt_path=``) first narrows the layers to the
+        checkpoint's widths: the structure is restored before the weights, with public torch/Lightning APIs."""
+        if self._load_hook is None:
+            self._load_hook = pl_module.register_load_state_dict_pre_hook(self._before_load_state_dict)
+
+    def _before_load_state_dict(self, module: nn.Module, state_dict: Mapping[str, Any], prefix: str,
+                                *args: Any) -> None:
+        if prefix:  # only the call on the LightningModule itself
+            return
+        target = self.state.get("target") if self.pruned else None
+        if target is None:
+            target, root = self._root(module)
+        else:
+            root = module.get_submodule(target) if target else module
+        head = f"{target}." if target else ""
+        sub = {k[len(head):]: v for k, v in state_dict.items() if k.startswith(head)}
+        trainer = self._trainer_ref() if self._trainer_ref is not None else None
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        source = f"the checkpoint {path}" if path else "the state dict being loaded"
+        advice = (
+            "It was not saved by a run with this pruning. To prune a trained model, load its weights into the "
+            "model before calling fit (model.load_state_dict(...)) and fit without ckpt_path; to resume or "
+            "evaluate a pruning run, pass one of that run's checkpoints."
+        )
+        if _adopt_shapes(root, sub, source, advice):
+            self._record(module, target, root, None, {})
+            rank_zero_info(f"L1FilterPruning: narrowed {type(root).__name__} to the pruned widths of {source}.")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pruned or self.prune_at_epoch is None or trainer.current_epoch < self.prune_at_epoch:
@@ -767,25 +1001,6 @@ class L1FilterPruning(pl.Callback):
             self.state = copy.deepcopy(dict(state_dict))
 
 
-def _checkpoint_being_restored(trainer: pl.Trainer) -> Any:
-    """The checkpoint path this ``fit``/``validate``/... call will restore, already during ``setup``.
-
-    Lightning sets ``trainer.ckpt_path`` only after the ``setup`` hooks ran (it reads the file then), so the
-    path is taken from the running ``Trainer._run(model, ckpt_path)`` call when the property is still empty.
-    """
-    if trainer.ckpt_path:
-        return trainer.ckpt_path
-    frame = inspect.currentframe()
-    try:
-        while frame is not None:
-            if frame.f_code.co_name == "_run" and frame.f_locals.get("self") is trainer:
-                return frame.f_locals.get("ckpt_path") or None
-            frame = frame.f_back
-    finally:
-        del frame
-    return None
-
-
 def _rebuild_optimizers(trainer: pl.Trainer) -> None:
     """New optimizers (and DDP wrapper) for the pruned parameters; learning rates and scheduler progress kept."""
     strategy = trainer.strategy
@@ -797,10 +1012,7 @@ def _rebuild_optimizers(trainer: pl.Trainer) -> None:
         # rank pruned the same filters from the same weights, so the broadcast at wrapping changes nothing)
         strategy.model = module
         strategy.configure_ddp()
-    strategy.setup_optimizers(trainer)
-    from lightning.fabric.utilities.optimizer import _optimizers_to_device
-
-    _optimizers_to_device(strategy.optimizers, strategy.root_device)
+    strategy.setup_optimizers(trainer)  # new optimizers hold no state yet: nothing to move to the device
     for cfg, state in zip(strategy.lr_scheduler_configs, old_schedulers):
         cfg.scheduler.load_state_dict(state)
     for opt, lrs in zip(strategy.optimizers, old_lrs):

@@ -477,21 +477,23 @@ def test_apply_structure_is_idempotent_and_unpruned_checkpoints_are_left_to_setu
     assert math.isclose(sum(p.numel() for p in narrow.parameters()), sum(p.numel() for p in module.parameters()))
 
 
-def test_resuming_a_one_shot_run_from_an_unpruned_checkpoint_is_refused(tmp_path):
+def test_resuming_a_one_shot_run_from_an_unpruned_checkpoint_is_refused():
+    """The callback's load pre-hook sees every state dict Lightning loads (``ckpt_path=``): an unpruned one cannot
+    resume a one-shot pruning run, a pruned one narrows a fresh model first."""
+    baseline = _Module("resnet20").state_dict()
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     module = _Module("resnet20")
-    path = tmp_path / "baseline.ckpt"
-    torch.save({"state_dict": module.state_dict()}, path)
-
-    class _Strategy:
-        def load_checkpoint(self, checkpoint_path):
-            return torch.load(checkpoint_path, weights_only=False)
-
-    class _Trainer:
-        ckpt_path = str(path)
-        strategy = _Strategy()
-
-    with pytest.raises(PruningError, match="has no pruned structure.*init_from"):
-        L1FilterPruning(ratios={"layer1.*.conv1": 0.5}).setup(_Trainer(), module, "fit")
+    cb = L1FilterPruning(ratios={"layer1.*.conv1": 0.5})
+    cb.setup(trainer, module, "fit")
+    assert module.net.layer1[0].conv1.out_channels == 8
+    with pytest.raises(PruningError, match="does not fit.*load its weights into the model before calling fit"):
+        module.load_state_dict(baseline)
     later = L1FilterPruning(ratios={"layer1.*.conv1": 0.5}, prune_at_epoch=3)
-    later.setup(_Trainer(), module, "fit")  # saved before the pruning epoch: nothing to do yet
-    assert not later.pruned and module.net.layer1[0].conv1.out_channels == 16
+    fresh = _Module("resnet20")
+    later.setup(trainer, fresh, "fit")  # saved before the pruning epoch: nothing to do yet
+    fresh.load_state_dict(baseline)
+    assert not later.pruned and fresh.net.layer1[0].conv1.out_channels == 16
+    fresh.load_state_dict(module.state_dict())  # a checkpoint saved after pruning: narrowed, then loaded
+    assert later.pruned and layer_widths(fresh.net) == layer_widths(module.net)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), module.state_dict().values()))
+    later.teardown(trainer, fresh, "fit")
