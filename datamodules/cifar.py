@@ -7,6 +7,18 @@ before loading, which rejects anything but the official files. By default (``ver
 datamodule uses a thin subclass of torchvision's class that only checks that the files exist and then loads
 them with torchvision's own reader (same pickle keys, same code path); ``verify_md5=True`` uses torchvision's
 class unchanged. ``download=True`` always uses torchvision's unmodified download + md5 check.
+
+Device-resident pipeline (``device_resident=True``; off by default, meant for GPU runs): the uint8 train and test
+splits are copied once onto the training device and every batch is gathered, cropped, flipped, cut out and
+normalised there in batched tensor ops (:mod:`datamodules.device_augment`) instead of per image in DataLoader
+workers. Crop, flip and Cutout are drawn per sample, as on the worker pipeline; the epoch order and the draws
+come from ``seed + epoch`` and the loader is resumable mid-epoch; under DDP each rank takes a disjoint shard as
+``DistributedSampler`` would. On one process the sample order is the worker pipeline's, and unaugmented batches
+are equal to its batches bit for bit. AutoAugment is not available on this path: torchvision's AutoAugment draws
+one sub-policy per call (per batch on a batched tensor), and a per-sample version (grouping samples by drawn
+sub-policy, magnitudes and signs) would not reproduce the PIL operations of the worker pipeline, so recipes with
+``autoaugment: true`` keep the worker pipeline. When the device lacks the memory for the splits (by default: more
+than half of the free CUDA memory, or ``device_budget_mb``) the datamodule warns once and uses the worker pipeline.
 """
 
 from __future__ import annotations
@@ -14,11 +26,15 @@ from __future__ import annotations
 import os
 import pickle
 
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
 from datamodules.base import BaseDataModule
 from datamodules.cutout import Cutout
+from datamodules.device_augment import DeviceBatches
 from datamodules.errors import DatasetNotFoundError, dataset_not_found
 
 
@@ -72,10 +88,37 @@ class _CIFARDataModule(BaseDataModule):
         verify_md5: bool = False,
         autoaugment: bool = False,
         cutout: int = 0,
+        device_resident: bool = False,
+        device_budget_mb: float | None = None,
     ) -> None:
+        """
+        Args:
+            data_dir: folder holding ``cifar-10-batches-py`` / ``cifar-100-python``.
+            batch_size, num_workers, seed, pin_memory: DataLoader settings (``seed + epoch`` seeds the order).
+            download: fetch the files with torchvision (needs internet).
+            augment: random crop (padding 4) and horizontal flip on the training split.
+            verify_md5: use torchvision's md5-checking reader (official files only).
+            autoaugment: torchvision's AutoAugment CIFAR-10 policy (worker pipeline only).
+            cutout: Cutout square side in pixels (0: off).
+            device_resident: keep the uint8 splits on the training device and augment batches there (see the
+                module docstring); ``num_workers`` and ``pin_memory`` are then unused.
+            device_budget_mb: the most device memory (MiB) the resident splits may take; default: half of the
+                free memory of a CUDA device, no limit on other devices. Above it: warning and worker pipeline.
+        """
         super().__init__(batch_size, num_workers, seed, pin_memory)
         if int(cutout) != cutout or cutout < 0:
             raise ValueError(f"data.init_args.cutout must be a whole number of pixels >= 0 (0: off), got {cutout!r}.")
+        if device_resident and autoaugment:
+            raise ValueError(
+                "data.init_args.device_resident: true does not support data.init_args.autoaugment: true: "
+                "torchvision's AutoAugment draws one sub-policy per call, so on a batched tensor every image of the "
+                "batch would get the same sub-policy instead of its own. Set data.init_args.device_resident: false "
+                "to keep AutoAugment per image on the DataLoader worker pipeline (the AutoAugment recipes' "
+                "choice), or set data.init_args.autoaugment: false to train with crop, flip and Cutout on the "
+                "device.")
+        if device_budget_mb is not None and not device_budget_mb >= 0:
+            raise ValueError(f"data.init_args.device_budget_mb must be >= 0 MiB or null (automatic), "
+                             f"got {device_budget_mb!r}.")
         self.save_hyperparameters()
         self.data_dir = os.fspath(data_dir)
         self.download = bool(download)
@@ -83,6 +126,9 @@ class _CIFARDataModule(BaseDataModule):
         self.verify_md5 = bool(verify_md5)
         self.autoaugment = bool(autoaugment)
         self.cutout = int(cutout)
+        self.device_resident = bool(device_resident)
+        self.device_budget_mb = device_budget_mb
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # split -> (uint8, labels)
 
     @property
     def folder(self) -> str:
@@ -151,6 +197,74 @@ class _CIFARDataModule(BaseDataModule):
         if self.test_set is None:
             self.test_set = self._load(False, self.eval_transform())
         self.val_set = self.test_set
+        if self.device_resident:
+            self._move_to_device()
+
+    # ---- device-resident pipeline
+    def _device(self) -> torch.device:
+        trainer = self.trainer  # the training device is known once a Trainer is attached
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _shard(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _device_budget(self, device: torch.device, need: int) -> tuple[float, str]:
+        """(budget in bytes, how it was found) for the resident splits on ``device``."""
+        if self.device_budget_mb is not None:
+            return self.device_budget_mb * 2**20, "data.init_args.device_budget_mb"
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return free / 2, f"half of the {free / 2**20:.0f} MiB free on {device}"
+        return float("inf"), "no limit off CUDA"
+
+    def _move_to_device(self) -> None:
+        """Copies the uint8 splits set up so far onto the training device once (or falls back, with a warning)."""
+        splits = {name: ds for name, ds in (("train", self.train_set), ("test", self.test_set)) if ds is not None}
+        device = self._device()
+        if self._resident is not None and all(k in self._resident for k in splits) and all(
+                v[0].device == device for v in self._resident.values()):
+            return
+        need = sum(ds.data.nbytes + 8 * len(ds.targets) for ds in splits.values())
+        budget, how = self._device_budget(device, need)
+        if need > budget:
+            rank_zero_warn(
+                f"{type(self).__name__}: device_resident needs {need / 2**20:.1f} MiB on {device} for the uint8 "
+                f"{' and '.join(splits)} splits but the budget is {budget / 2**20:.1f} MiB ({how}); using the "
+                "DataLoader worker pipeline instead.")
+            self.device_resident = False
+            self._resident = None
+            return
+        self._resident = {
+            name: (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous().to(device),  # (N, 32, 32, 3) -> NCHW
+                   torch.as_tensor(ds.targets, dtype=torch.long).to(device))
+            for name, ds in splits.items()
+        }
+
+    def _device_loader(self, split: str, train: bool) -> DeviceBatches:
+        if self._resident is None or split not in self._resident:
+            raise RuntimeError(f"{type(self).__name__}: the {split} split is not set up; call setup() first")
+        images, labels = self._resident[split]
+        rank, world = self._shard()
+        augment = train and self.augment
+        return DeviceBatches(images, labels, self.batch_size, self.mean, self.std, shuffle=train, seed=self.seed,
+                             crop_padding=4 if augment else 0, flip=augment, cutout=self.cutout if train else 0,
+                             rank=rank, world_size=world)
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_resident:
+            return self._device_loader("train", train=True)
+        return super().train_dataloader()
+
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_resident:
+            return self._device_loader("test", train=False)
+        return super().val_dataloader()
+
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_resident:
+            return self._device_loader("test", train=False)
+        return super().test_dataloader()
 
 
 class CIFAR10DataModule(_CIFARDataModule):
