@@ -33,10 +33,24 @@ the time index comes from the caller (``t0``), so it never leaks between sequenc
 
 All weight matrices are stored as ``(out, in)`` parameters and applied with ``F.linear`` so tests can set them by
 hand. Cells raise ``ValueError`` when asked for a time index beyond a time-indexed table.
+
+**Bringing your own recurrent net.** ``SequenceModel`` and FPTT train any ``nn.Module`` that follows the
+*recurrent-net protocol* (described in ``modules.sequence_model``): ``forward(x, state=None[, t0=0])`` returning
+``(hidden, state)`` batch-first, ``readout(hidden)`` and optionally ``detach_state(state)``. ``SequenceNet`` follows
+it; two adapters make other modules follow it:
+
+* ``RNNAdapter`` wraps a whole-sequence ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (``batch_first`` either way) and adds
+  a linear readout;
+* ``CellAdapter`` wraps a per-step cell -- ``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell`` or your own -- called as
+  ``cell(x_t, state) -> state`` (see its docstring) and loops it over time, with a linear readout.
+
+``as_sequence_net(module, output_size)`` returns a protocol net unchanged and wraps ``nn.RNNBase`` /
+``nn.RNNCellBase`` modules in the right adapter (the modules call it on their ``net`` argument).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import torch
@@ -209,6 +223,10 @@ class SequenceNet(nn.Module):
                  embedding_dim: int | None = None, head_hidden: int | None = None, dropout: float = 0.0,
                  tie_weights: bool = False) -> None:
         super().__init__()
+        if isinstance(cell, nn.Module):
+            raise ValueError(f"SequenceNet: cell takes the name of a built-in cell, one of {CELLS}, got an "
+                             f"{type(cell).__name__} module; to train your own module pass it as net=... to "
+                             f"SequenceModel or FPTTSequenceModel (nn.LSTM/nn.GRU and cells are wrapped for you)")
         if cell not in CELLS:
             raise ValueError(f"SequenceNet: cell must be one of {CELLS}, got {cell!r}")
         if num_layers < 1 or hidden_size < 1:
@@ -256,11 +274,7 @@ class SequenceNet(nn.Module):
 
     @staticmethod
     def detach_state(state: Any) -> Any:
-        if state is None:
-            return None
-        if isinstance(state, torch.Tensor):
-            return state.detach()
-        return tuple(None if s is None else s.detach() for s in state)
+        return detach_state(state)
 
     # ---- forward
     def forward(self, x: torch.Tensor, state: Any = None, t0: int = 0) -> tuple[torch.Tensor, Any]:
@@ -304,3 +318,168 @@ class SequenceNet(nn.Module):
         if self.head_hidden is not None:
             out = self.head_hidden(out)
         return self.head(out)
+
+
+# ---------------------------------------------------------------------------------------------------- protocol
+def detach_state(state: Any) -> Any:
+    """Detach every tensor of a recurrent state made of tensors, tuples, lists, dicts and ``None``."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple):
+        return tuple(detach_state(s) for s in state)
+    if isinstance(state, list):
+        return [detach_state(s) for s in state]
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
+    return state
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def follows_protocol(module: nn.Module) -> bool:
+    """A recurrent-net protocol module: callable as ``module(x, state)`` with a ``readout`` method."""
+    return isinstance(module, nn.Module) and callable(getattr(module, "readout", None))
+
+
+class _Readout(nn.Module):
+    """Dropout, optional ``Linear(width, head_hidden)``, then ``Linear(., output_size)``."""
+
+    def __init__(self, width: int, output_size: int, head_hidden: int | None, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.head_hidden = nn.Linear(width, head_hidden) if head_hidden else None
+        self.head = nn.Linear(head_hidden or width, output_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = self.dropout(hidden)
+        if self.head_hidden is not None:
+            out = self.head_hidden(out)
+        return self.head(out)
+
+
+class RNNAdapter(nn.Module):
+    """Makes an ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` follow the recurrent-net protocol.
+
+    ``forward(x, state=None, t0=0)`` takes batch-first ``(B, T, F)`` input whatever the wrapped module's
+    ``batch_first`` (it transposes for a time-first module) and returns ``(hidden (B, T, H), state)``, the state
+    being the module's own ``h`` (or ``(h, c)``); ``t0`` is accepted and ignored. ``readout`` maps ``(..., H)`` to
+    ``output_size`` outputs through dropout, an optional ``Linear(H, head_hidden)`` and ``Linear(., output_size)``.
+
+    Args:
+        rnn: the recurrent module (unidirectional: windowed training carries the state forward in time).
+        output_size: number of outputs (classes, regression targets or vocabulary size).
+        head_hidden: width of an optional hidden layer of the readout.
+        dropout: dropout before the readout.
+    """
+
+    def __init__(self, rnn: nn.RNNBase, output_size: int, head_hidden: int | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(rnn, nn.RNNBase):
+            raise TypeError(f"RNNAdapter: rnn must be an nn.LSTM, nn.GRU or nn.RNN, got {type(rnn).__name__}; wrap a "
+                            f"per-step cell with CellAdapter instead")
+        if rnn.bidirectional:
+            raise ValueError("RNNAdapter: rnn is bidirectional; windowed training (truncation, FPTT) carries the "
+                             "state forward in time only, so build it with bidirectional=False")
+        self.rnn = rnn
+        width = getattr(rnn, "proj_size", 0) or rnn.hidden_size
+        self.hidden_size = int(width)
+        self.out = _Readout(width, int(output_size), head_hidden, dropout)
+
+    def forward(self, x: torch.Tensor, state: Any = None, t0: int = 0) -> tuple[torch.Tensor, Any]:
+        if x.dim() != 3:
+            raise ValueError(f"RNNAdapter expects (B, T, F) float inputs, got shape {tuple(x.shape)}; for token ids "
+                             f"put an embedding in your own net")
+        if self.rnn.batch_first:
+            return self.rnn(x, state)
+        hidden, state = self.rnn(x.transpose(0, 1), state)
+        return hidden.transpose(0, 1), state
+
+    def readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(hidden)
+
+    detach_state = staticmethod(detach_state)
+
+
+class CellAdapter(nn.Module):
+    """Makes a per-step recurrent cell follow the recurrent-net protocol by looping it over time.
+
+    The cell is called once per step as ``cell(x_t, state)`` with ``x_t`` of shape ``(B, F)`` and must return the
+    new state: a tensor ``h_t`` of shape ``(B, H)`` (like ``nn.GRUCell``) or a tuple whose first item is ``h_t``
+    (like ``nn.LSTMCell``'s ``(h, c)``). On the first step of a sequence ``state`` is ``None`` unless
+    ``init_state`` is given; torch's cells then start from zeros, and your own cell must do the same (or pass
+    ``init_state``). If the cell's ``forward`` takes a keyword ``t``, it receives the time index of the step
+    (``t0 + i``), for time-indexed parameters.
+
+    ``forward(x, state=None, t0=0)`` returns ``(hidden (B, T, H), state)``; ``readout`` is dropout, an optional
+    ``Linear(H, head_hidden)`` and ``Linear(., output_size)``.
+
+    Args:
+        cell: the per-step module.
+        output_size: number of outputs (classes, regression targets or vocabulary size).
+        hidden_size: H, the width of ``h_t``; read from ``cell.hidden_size`` when not given.
+        head_hidden: width of an optional hidden layer of the readout.
+        dropout: dropout before the readout.
+        init_state: optional callable ``init_state(batch_size, x)`` returning the state for a fresh sequence.
+    """
+
+    def __init__(self, cell: nn.Module, output_size: int, hidden_size: int | None = None,
+                 head_hidden: int | None = None, dropout: float = 0.0, init_state: Any = None) -> None:
+        super().__init__()
+        if not isinstance(cell, nn.Module):
+            raise TypeError(f"CellAdapter: cell must be an nn.Module, got {type(cell).__name__}")
+        hidden_size = hidden_size if hidden_size is not None else getattr(cell, "hidden_size", None)
+        if not isinstance(hidden_size, int) or hidden_size < 1:
+            raise ValueError(f"CellAdapter: cannot tell the width of {type(cell).__name__}'s hidden state (it has no "
+                             f"integer attribute hidden_size); pass hidden_size=H to CellAdapter")
+        self.cell = cell
+        self.hidden_size = int(hidden_size)
+        self.init_state = init_state
+        self._takes_t = _accepts(cell.forward, "t")
+        self.out = _Readout(self.hidden_size, int(output_size), head_hidden, dropout)
+
+    def forward(self, x: torch.Tensor, state: Any = None, t0: int = 0) -> tuple[torch.Tensor, Any]:
+        if x.dim() != 3:
+            raise ValueError(f"CellAdapter expects (B, T, F) float inputs, got shape {tuple(x.shape)}; for token ids "
+                             f"put an embedding in your own net")
+        if state is None and self.init_state is not None:
+            state = self.init_state(x.shape[0], x)
+        outs = []
+        for i in range(x.shape[1]):
+            state = self.cell(x[:, i], state, t=t0 + i) if self._takes_t else self.cell(x[:, i], state)
+            h = state if isinstance(state, torch.Tensor) else state[0] if isinstance(state, (tuple, list)) else None
+            if not isinstance(h, torch.Tensor) or h.dim() != 2:
+                raise ValueError(f"CellAdapter: {type(self.cell).__name__}(x_t, state) must return h_t of shape "
+                                 f"(B, H) or a tuple (h_t, ...); got {type(state).__name__}")
+            outs.append(h)
+        return torch.stack(outs, dim=1), state
+
+    def readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(hidden)
+
+    detach_state = staticmethod(detach_state)
+
+
+def as_sequence_net(module: nn.Module, output_size: int, argument: str = "net") -> nn.Module:
+    """``module`` if it follows the recurrent-net protocol; an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` wrapped in
+    ``RNNAdapter``; an ``nn.LSTMCell``/``nn.GRUCell``/``nn.RNNCell`` wrapped in ``CellAdapter`` (both with a
+    ``Linear(H, output_size)`` readout). Anything else is a ``TypeError`` naming ``argument``."""
+    if follows_protocol(module):
+        return module
+    if isinstance(module, nn.RNNBase):
+        return RNNAdapter(module, output_size)
+    if isinstance(module, nn.RNNCellBase):
+        return CellAdapter(module, output_size)
+    raise TypeError(
+        f"{argument}={type(module).__name__}(...) is not a recurrent net this module can train: it needs a "
+        f"readout(hidden) method and forward(x, state=None) returning (hidden, state) for batch-first (B, T, F) "
+        f"input. Pass an nn.LSTM/nn.GRU/nn.RNN or a torch cell as {argument} (wrapped automatically), wrap your "
+        f"own per-step cell as {argument}=nets.rnn_cells.CellAdapter(your_cell, output_size=...), or add readout "
+        f"to your net")

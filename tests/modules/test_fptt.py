@@ -167,7 +167,7 @@ def test_state_is_checkpointed_and_not_reinitialised_on_resume(tmp_path):
     trainer.fit(model, train_dataloaders=loader)
     ckpt = tmp_path / "a.ckpt"
     trainer.save_checkpoint(ckpt)
-    sd = torch.load(ckpt, weights_only=False)["state_dict"]
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
     assert any(k.startswith("fptt.bar__") for k in sd) and any(k.startswith("fptt.lam__") for k in sd)
     restored = FPTTSequenceModel(**kw)
     restored.load_state_dict(sd)
@@ -184,15 +184,19 @@ def test_state_is_checkpointed_and_not_reinitialised_on_resume(tmp_path):
     assert math.isfinite(float(resumed.fptt.lam(name).abs().sum()))
 
 
-def test_adaptive_soft_targets_are_the_mean_prediction_of_misclassified_examples():
-    model = FPTTSequenceModel(cell="gru", hidden_size=3, task="classification", num_classes=3, input_shape=(4, 1),
-                              parts=2, soft_targets="adaptive")
-    assert model.soft_table.shape == (3, 3, 3)
+def test_mean_table_deviation_is_the_mean_prediction_of_misclassified_examples():
+    """The project's earlier table (soft_table_fill="mean", soft_table_init="uniform"), kept as an option; the
+    released table (first misclassified example, zeros) is checked in test_fptt_targets.py."""
+    model = FPTTSequenceModel(cell="gru", hidden_size=3, task="classification", num_classes=3, input_shape=(6, 1),
+                              parts=3, soft_targets="adaptive", soft_table_fill="mean", soft_table_init="uniform",
+                              one_hot_windows="last")
+    assert model.soft_table.shape == (3, 3, 3)  # one row per window p < P
     y = torch.tensor([0, 0, 0, 1])
     out = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [5.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
-    model._update_soft_table([out, out], y)
+    model._update_soft_table([out, out, out], y)
     wrong = out[:2].softmax(-1)  # the two misclassified examples of class 0
     assert torch.allclose(model.soft_table[0][0], wrong.mean(0))
     assert torch.allclose(model.soft_table[1][0], wrong.mean(0))
+    assert torch.allclose(model.soft_table[2][0], torch.full((3,), 1 / 3))  # the last window is one-hot: unused
     assert torch.allclose(model.soft_table[0][1], torch.full((3,), 1 / 3))  # class 1: nothing misclassified
     assert FPTTSequenceModel(task="sequence", num_classes=10000, input_shape=(30,)).soft_table.numel() == 0
