@@ -14,7 +14,7 @@ script rewrites every occurrence in every tracked text file, in its context:
   fixed phrase for the few special sentences (``SPECIAL``);
 * in ``results/README.md`` the *Paper* column's bare section numbers ``(1.8)``, ``(7.3, 7.4)`` become links.
 
-In Markdown files the target becomes a relative link, ``[docs/x.md#a](../docs/x.md#a)``.
+In Markdown files the target becomes a relative link, ``[docs/<page>.md#<anchor>](../docs/<page>.md#<anchor>)``.
 
 Usage (from the repository root)::
 
