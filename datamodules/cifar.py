@@ -15,9 +15,11 @@ workers. Crop, flip and Cutout are drawn per sample, as on the worker pipeline; 
 come from ``seed + epoch`` and the loader is resumable mid-epoch; under DDP each rank takes a disjoint shard as
 ``DistributedSampler`` would. On one process the sample order is the worker pipeline's, and unaugmented batches
 are equal to its batches bit for bit. AutoAugment is not available on this path: torchvision's AutoAugment draws
-one sub-policy per call (per batch on a batched tensor), and a per-sample version (grouping samples by drawn
-sub-policy, magnitudes and signs) would not reproduce the PIL operations of the worker pipeline, so recipes with
-``autoaugment: true`` keep the worker pipeline. When the device lacks the memory for the splits (by default: more
+one sub-policy per call, so on a batched tensor the whole batch would share one sub-policy. A per-sample version is
+possible in principle (group a batch's samples by drawn sub-policy, application flags and magnitude signs and run
+torchvision's tensor ops per group) but is not implemented: it means dozens of small kernel launches per batch, and
+the tensor ops differ slightly from the PIL ones of the worker pipeline. Recipes with ``autoaugment: true`` keep
+the worker pipeline. When the device lacks the memory for the splits (by default: more
 than half of the free CUDA memory, or ``device_budget_mb``) the datamodule warns once and uses the worker pipeline.
 """
 
@@ -227,7 +229,10 @@ class _CIFARDataModule(BaseDataModule):
             return
         need = sum(ds.data.nbytes + 8 * len(ds.targets) for ds in splits.values())
         budget, how = self._device_budget(device, need)
-        if need > budget:
+        fits = need <= budget
+        if self.trainer is not None:  # every rank takes the same path, even if their free memory differs
+            fits = self.trainer.strategy.reduce_boolean_decision(fits, all=True)
+        if not fits:
             rank_zero_warn(
                 f"{type(self).__name__}: device_resident needs {need / 2**20:.1f} MiB on {device} for the uint8 "
                 f"{' and '.join(splits)} splits but the budget is {budget / 2**20:.1f} MiB ({how}); using the "

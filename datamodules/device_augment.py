@@ -161,11 +161,11 @@ def augment_batch(images: Tensor, params: Tensor, mean: Tensor, std: Tensor, cro
             cols = torch.where(offsets[:, _FLIP:_FLIP + 1].bool(), (w - 1) - cols, cols) + ox
         else:
             cols = cols + ox
-        rows = rows.expand(b, h)
-        cols = cols.expand(b, w)
+        rows = rows.expand(b, h).reshape(b, 1, h, 1)
+        cols = cols.expand(b, w).reshape(b, 1, 1, w)
         batch_idx = torch.arange(b, device=dev).view(b, 1, 1, 1)
         chan_idx = torch.arange(c, device=dev).view(1, c, 1, 1)
-        images = src[batch_idx, chan_idx, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+        images = src[batch_idx, chan_idx, rows, cols]  # one gather: (B, C, H, W)
     x = images.float().div(255)  # ToTensor's conversion
     if cutout:
         half = int(cutout) // 2

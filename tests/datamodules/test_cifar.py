@@ -113,3 +113,18 @@ def test_stock_torchvision_rejects_tiny_files(cifar10_dir):
     """Documents why the datamodule skips md5: torchvision's class refuses anything but the official files."""
     with pytest.raises(RuntimeError):
         datasets.CIFAR10(cifar10_dir, train=True, download=False)
+
+
+def test_worker_pipeline_stays_the_default(cifar10_dir):
+    """``device_resident`` is off unless asked for: the training loader is the DataLoader with the epoch-seeded
+    sampler and the transforms above (the device-resident path is tested in test_cifar_device.py)."""
+    from torch.utils.data import DataLoader
+
+    from datamodules.sampling import EpochShuffleSampler
+
+    dm = CIFAR10DataModule(data_dir=cifar10_dir, batch_size=4, cutout=16)
+    assert dm.device_resident is False and dm.hparams["device_resident"] is False
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, DataLoader) and isinstance(loader.sampler, EpochShuffleSampler)
+    assert isinstance(dm.val_dataloader(), DataLoader) and dm.train_set.transform is not None

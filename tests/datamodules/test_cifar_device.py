@@ -237,10 +237,8 @@ def test_no_sync_per_step_on_cuda(tmp_path):
 
     data_dir = fakedata.write_cifar10(tmp_path, n_train=200, n_test=20)
     dm = CIFAR10DataModule(data_dir=data_dir, batch_size=32, cutout=16, device_resident=True)
+    dm.trainer = pl.Trainer(accelerator="gpu", devices=1, logger=False)  # what Trainer.fit does before setup
     dm.setup("fit")
-    dm._resident = None  # no Trainer here: move the splits to the GPU by hand
-    dm.trainer = pl.Trainer(accelerator="gpu", devices=1, logger=False)
-    dm._move_to_device()
     loader = dm.train_dataloader()
     assert loader.device.type == "cuda"
     it = iter(loader)
@@ -329,26 +327,35 @@ def test_resume_mid_epoch_or_at_an_epoch_boundary_sees_the_uninterrupted_batches
 
 # ---------------------------------------------------------------------------------------------- DDP
 class RecordSamples(pl.Callback):
-    """For the DDP test (loaded by class path in the ranks): writes ``<out_dir>/rank<r>.json``, the sha1 of every
-    training image (un-normalised back to uint8) per epoch."""
+    """For the DDP tests (loaded by class path in the ranks): writes ``<out_dir>/rank<r>.json`` with the sha1 of
+    every training image (un-normalised back to uint8) per epoch and per global step."""
 
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
         self.seen: dict[int, list[str]] = {}
+        self.steps: dict[int, list[str]] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         dm = trainer.datamodule
         mean = torch.tensor(dm.mean, device=batch[0].device).view(3, 1, 1)
         std = torch.tensor(dm.std, device=batch[0].device).view(3, 1, 1)
         raw = ((batch[0] * std + mean) * 255).round().to(torch.uint8).cpu()
-        self.seen.setdefault(trainer.current_epoch, []).extend(
-            hashlib.sha1(img.numpy().tobytes()).hexdigest() for img in raw)
+        hashes = [hashlib.sha1(img.numpy().tobytes()).hexdigest() for img in raw]
+        self.seen.setdefault(trainer.current_epoch, []).extend(hashes)
+        self.steps[trainer.global_step] = hashes
 
     def on_train_end(self, trainer, pl_module):
         os.makedirs(self.out_dir, exist_ok=True)
         with open(os.path.join(self.out_dir, f"rank{trainer.global_rank}.json"), "w") as f:
-            json.dump({"seen": self.seen, "world_size": trainer.world_size,
+            json.dump({"seen": self.seen, "steps": self.steps, "world_size": trainer.world_size,
                        "loader": type(trainer.train_dataloader).__name__}, f)
+
+
+_DDP_BASE = ["fit", "--seed_everything=0", "--model=modules.image_classifier.ImageClassifier",
+             "--model.init_args.net=small_cnn", "--model.init_args.net_kwargs={widths: [4, 8]}",
+             "--model.init_args.log_images=false", "--data=datamodules.cifar.CIFAR10DataModule",
+             "--data.init_args.batch_size=4", "--data.init_args.device_resident=true", "--trainer.logger=false",
+             "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0"]
 
 
 def test_two_gloo_ranks_see_disjoint_shards(cifar10_dir, tmp_path):
@@ -356,15 +363,10 @@ def test_two_gloo_ranks_see_disjoint_shards(cifar10_dir, tmp_path):
     from tests.ddp import run_ddp
 
     out = tmp_path / "seen"
-    run_ddp(["fit", "--seed_everything=0", "--model=modules.image_classifier.ImageClassifier",
-             "--model.init_args.net=small_cnn", "--model.init_args.net_kwargs={widths: [4, 8]}",
-             "--model.init_args.log_images=false", "--data=datamodules.cifar.CIFAR10DataModule",
-             f"--data.init_args.data_dir={cifar10_dir}", "--data.init_args.batch_size=4",
-             "--data.init_args.augment=false", "--data.init_args.device_resident=true",
-             "--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-             "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+    run_ddp([*_DDP_BASE, f"--data.init_args.data_dir={cifar10_dir}", "--data.init_args.augment=false",
+             "--trainer.max_epochs=2", "--trainer.enable_checkpointing=false",
              "--trainer.callbacks+=tests.datamodules.test_cifar_device.RecordSamples",
-             f"--trainer.callbacks.out_dir={out}"], tmp_path / "runs", timeout=200)
+             f"--trainer.callbacks.out_dir={out}"], tmp_path / "runs", timeout=150)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["world_size"] == 2 and r["loader"] == "DeviceBatches" for r in ranks)
     data = _CIFAR10Files(cifar10_dir, train=True).data  # (20, 32, 32, 3)
@@ -377,3 +379,32 @@ def test_two_gloo_ranks_see_disjoint_shards(cifar10_dir, tmp_path):
         assert not set(shard0) & set(shard1) and set(shard0) | set(shard1) == set(range(20))
         orders.append(shard0)
     assert orders[0] != orders[1]  # reshuffled per epoch
+
+
+@pytest.mark.slow
+def test_ddp_resume_mid_epoch_sees_the_uninterrupted_batches_on_every_rank(cifar10_dir, tmp_path):
+    """2 gloo ranks through main.py, crop + flip + Cutout: 20 images, batch 4, 3 steps per epoch and rank, 3
+    epochs. A run resumed with ``--ckpt_path`` from the checkpoint after step 4 (mid epoch 1) sees, on each rank,
+    the batches the uninterrupted run saw from step 4 on, and ends with its weights."""
+    from tests.ddp import run_ddp
+
+    root = tmp_path / "runs"
+    base = [*_DDP_BASE, f"--data.init_args.data_dir={cifar10_dir}", "--data.init_args.cutout=16",
+            "--trainer.max_epochs=3", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.every_n_train_steps=1", "--trainer.callbacks.save_top_k=-1",
+            "--trainer.callbacks.filename={step}", "--trainer.callbacks.save_last=true",
+            "--trainer.callbacks+=tests.datamodules.test_cifar_device.RecordSamples"]
+    run_ddp([*base, f"--trainer.callbacks.out_dir={tmp_path / 'full'}", "--run_name=full"], root, timeout=110)
+    run_ddp([*base, f"--trainer.callbacks.out_dir={tmp_path / 'resumed'}", "--run_name=resumed",
+             f"--ckpt_path={root / 'full' / 'checkpoints' / 'step=4.ckpt'}"], root, timeout=110)
+    for r in range(2):
+        full, resumed = (json.loads((tmp_path / run / f"rank{r}.json").read_text())["steps"]
+                         for run in ("full", "resumed"))
+        assert sorted(map(int, full)) == list(range(9)) and sorted(map(int, resumed)) == list(range(4, 9))
+        for step, hashes in resumed.items():
+            assert hashes == full[step], (r, step)
+    full, resumed = (torch.load(root / run / "checkpoints" / "last.ckpt", weights_only=False)
+                     for run in ("full", "resumed"))
+    assert full["global_step"] == resumed["global_step"] == 9
+    for k, v in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][k], v, msg=k)
