@@ -33,6 +33,10 @@ with the VAE frozen, then one gradient step on the ELBO at the detached alpha*. 
 the net trains at the identity pose (a plain VAE; the paper's "AVAE single orientation / random rotations" rows are
 such nets evaluated with the search). ``mode="none"`` is a plain VAE everywhere.
 
+The encoder/decoder is ``nets.affine_vae_nets.VAENet`` by default; ``net`` takes any ``nn.Module`` with
+``encode(x) -> (mu, logvar)`` and ``decode(z) -> x_hat`` (in [0, 1], the input's shape), or a class_path
+description of one.
+
 Logged: ``train/loss`` (ELBO), ``val/loss`` (with the search unless ``mode="none"`` or ``val_search=False``),
 ``val/loss_identity`` (no search), ``val/recon``, ``val/kl``, and a reconstruction grid (W&B) each validation.
 """
@@ -44,13 +48,16 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 
 import lightning.pytorch as pl
+from modules.net_args import _given_hparams, net_hparam
 from nets.affine_vae_nets import InputShapeError, VAENet
 from nets.affine_warp import (
     MODES, NUM_PARAMS, SPATIAL_DIMS, AffineModeError, check_mode, identity_params, inverse_theta, matrix_to_euler,
     random_rotations, theta_from_params, warp,
 )
+from nets.registry import instantiate_class_path
 
 
 class AffineVAEConfigError(ValueError):
@@ -84,13 +91,19 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3, weight_decay=5e-4)
 
 
+_MODULE_GIVEN = "<nn.Module passed in>"  # hparams marker: the net was an object, give it again when loading
+
+
 class AffineVAE(pl.LightningModule):
     """VAE with per-sample affine pose optimisation (see the module docstring).
 
     Args:
         input_shape: (C, H, W) or (C, D, H, W), linked from the datamodule.
-        latent_dim: size of z.
-        width: channel multiplier of the encoder/decoder (1.0 = the published nets).
+        latent_dim: size of z (of the default net).
+        width: channel multiplier of the default encoder/decoder (1.0 = the published nets).
+        net: ``None`` (``VAENet(input_shape, latent_dim, width)``), or your own ``nn.Module`` with ``encode`` and
+            ``decode`` (see the module doc), or a class_path description of one. A module is not stored in the
+            hyperparameters: give it again to ``load_from_checkpoint(path, net=...)``.
         mode: ``rotation`` | ``affine`` (2D), ``euler`` | ``cube24`` (3D), or ``none`` (plain VAE).
         restarts: random poses drawn per sample before the gradient steps (> 0).
         keep: how many of the best restarts are refined by Adam (1 = the 2D paper, 8 = the 3D thesis code).
@@ -126,9 +139,17 @@ class AffineVAE(pl.LightningModule):
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
         log_images: bool = True,
+        net: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        if net == _MODULE_GIVEN:
+            raise AffineVAEConfigError(
+                "AffineVAE: this checkpoint was saved from a module whose net was passed as an nn.Module, which is "
+                "not stored; pass it again: AffineVAE.load_from_checkpoint(path, net=MyVAE(...)).")
+        stored = net_hparam(net, (_given_hparams() or {}).get("net"))
+        self.hparams["net"] = _MODULE_GIVEN if stored is None and net is not None else stored
+        self._hparams_initial["net"] = self.hparams["net"]
         if mode != "none":
             check_mode(mode, len(input_shape) - 1)
         for name, value, low in (("restarts", restarts, 1), ("keep", keep, 1), ("steps", steps, 0),
@@ -146,7 +167,19 @@ class AffineVAE(pl.LightningModule):
         if alpha_lr <= 0 or beta < 0:
             raise AffineVAEConfigError(f"AffineVAE: alpha_lr must be > 0 and beta >= 0, got {alpha_lr}, {beta}")
         reconstruction_loss(torch.zeros(1, 1), torch.zeros(1, 1), recon)  # validates recon
-        self.net = VAENet(tuple(input_shape), latent_dim, width)
+        if net is None:
+            self.net = VAENet(tuple(input_shape), latent_dim, width)
+        elif isinstance(net, nn.Module):
+            self.net = net
+        elif isinstance(net, dict) and "class_path" in net:
+            self.net = instantiate_class_path(net, "net")
+        else:
+            raise AffineVAEConfigError(f"AffineVAE: net must be None, an nn.Module or a class_path description, got "
+                                       f"{type(net).__name__}.")
+        if not (callable(getattr(self.net, "encode", None)) and callable(getattr(self.net, "decode", None))):
+            raise AffineVAEConfigError(
+                f"AffineVAE: net ({type(self.net).__name__}) needs encode(x) -> (mu, logvar) and decode(z) -> x_hat "
+                "methods.")
         self.mode = mode
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
@@ -176,6 +209,11 @@ class AffineVAE(pl.LightningModule):
         if return_parts:
             return loss, rec, kl, x_hat
         return loss
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check = getattr(self.net, "check_input", None)
+        if callable(check):
+            check(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Deterministic reconstruction at the identity pose: (x_hat, mu, logvar)."""
@@ -208,7 +246,7 @@ class AffineVAE(pl.LightningModule):
                 f"search_alpha: need restarts >= 1, steps >= 0 and 1 <= keep <= restarts; got restarts={restarts}, "
                 f"steps={steps}, keep={keep}"
             )
-        self.net.check_input(x)
+        self._check_input(x)
         was_training = self.net.training
         self.net.eval()
         try:
@@ -309,7 +347,7 @@ class AffineVAE(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        self.net.check_input(x)
+        self._check_input(x)
         alpha = self._pose(x, self.hparams.optimize_in_training, "train")
         loss, rec, kl, _ = self.pose_loss(x, alpha, sample=True, return_parts=True)
         n = x.shape[0]
@@ -320,7 +358,7 @@ class AffineVAE(pl.LightningModule):
 
     def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        self.net.check_input(x)
+        self._check_input(x)
         n = x.shape[0]
         ident, _, _, _ = self.pose_loss(x, self._pose(x, False, stage), return_parts=True)
         self.log(f"{stage}/loss_identity", ident.mean(), sync_dist=True, batch_size=n)

@@ -22,9 +22,11 @@ positive = keep on the edge). Coverage = share of inputs kept on the edge; accur
   with the highest keep score stay on the edge (so the budget holds exactly), the rest go to the cloud; the
   baseline ranks inputs by the edge softmax entropy (low entropy kept).
 
-Edge and cloud weights come from earlier recipes: ``init_from: <cloud recipe>`` (this module's
-``restore_structure`` maps its ``net.*`` weights onto ``cloud.*``) together with ``edge_ckpt`` (loaded at the
-same moment; missing = error), or ``edge_ckpt`` and ``cloud_ckpt`` (loaded at fit start).
+Edge and cloud are any ``nn.Module`` classifiers (the edge's last ``nn.Linear`` is its output layer; its input
+is read as the router's features), registry names, or class_path descriptions. Pass trained modules, or give
+their weights with ``edge_ckpt`` and ``cloud_ckpt`` (checkpoints with the weights under ``net.``, loaded
+weights-only at fit start). In this project a recipe may also chain from the cloud's run (``restore_structure``
+maps its ``net.*`` weights onto ``cloud.*`` and loads ``edge_ckpt`` at the same moment).
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ from torch import Tensor, nn
 import lightning.pytorch as pl
 from modules.constraints import Constraint, ConstraintError, check_fraction
 from modules.disk import check_same_classes, load_net_weights
-from nets import create_net
+from modules.net_args import store_net_hparams
+from nets.registry import resolve_net
 from nets.router import FeatureTap, HybridRouter
 
-__all__ = ["HybridModel", "entropy", "hybrid_accuracy", "hybrid_macs", "proxy_labels", "route", "router_loss"]
+__all__ = ["HybridModel", "count_macs", "entropy", "hybrid_accuracy", "hybrid_macs", "proxy_labels", "route", "router_loss"]
 
 
 def proxy_labels(edge_logits: Tensor, cloud_logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,6 +83,22 @@ def hybrid_macs(edge_macs: float, cloud_macs: float, coverage: float) -> float:
     return float(edge_macs) + (1.0 - float(coverage)) * float(cloud_macs)
 
 
+@torch.no_grad()
+def count_macs(net: nn.Module, example: Tensor) -> float:
+    """Multiply-accumulates of one forward pass per input (torch's flop counter, 2 flops per MAC, every op)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = net.training
+    net.eval()
+    try:
+        x = example.to(next(net.parameters()).device) if any(True for _ in net.parameters()) else example
+        with FlopCounterMode(display=False) as counter:
+            net(x)
+    finally:
+        net.train(was_training)
+    return counter.get_total_flops() / 2 / max(1, int(example.shape[0]))
+
+
 def router_loss(router_logits: Tensor, keep: Tensor, coverage: Constraint) -> tuple[Tensor, Tensor]:
     """``(BCE(r, keep), coverage.penalty(mean sigma(r)))``."""
     bce = F.binary_cross_entropy_with_logits(router_logits.float(), keep.float())
@@ -90,7 +109,9 @@ class HybridModel(pl.LightningModule):
     """Edge model + cloud model + router (see the module doc).
 
     Args:
-        edge, cloud: net names (``nets.create_net``) with ``edge_kwargs``/``cloud_kwargs``.
+        edge, cloud: the two classifiers: ``nn.Module`` instances, ``{class_path, init_args}`` descriptions or
+            registry names (built with ``edge_kwargs``/``cloud_kwargs``). Modules are not stored in the
+            hyperparameters: give them again to ``load_from_checkpoint(path, edge=..., cloud=...)``.
         num_classes, input_shape: linked from the datamodule.
         edge_ckpt, cloud_ckpt: ImageClassifier checkpoints of the two models (``cloud_ckpt`` unless the cloud
             comes through ``init_from``).
@@ -109,8 +130,8 @@ class HybridModel(pl.LightningModule):
 
     def __init__(
         self,
-        edge: str = "torchvision.mobilenet_v3_small",
-        cloud: str = "torchvision.resnet50",
+        edge: str | nn.Module | None = "torchvision.mobilenet_v3_small",
+        cloud: str | nn.Module | None = "torchvision.resnet50",
         num_classes: int = 1000,
         input_shape: tuple[int, ...] = (3, 224, 224),
         edge_kwargs: dict[str, Any] | None = None,
@@ -135,22 +156,25 @@ class HybridModel(pl.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "router_optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["edge", "cloud", "optimizer", "router_optimizer", "lr_scheduler"])
+        store_net_hparams(self, {"edge": edge, "cloud": cloud})
         check_fraction("coverage", coverage, "the share of inputs kept on the edge")
         for c in eval_coverages:
             check_fraction("eval_coverages", c, "a share of inputs kept on the edge")
         if schedule not in ("alternating", "joint"):
             raise ConstraintError(f"schedule must be 'alternating' or 'joint', got {schedule!r}.")
         in_ch = input_shape[0]
-        self.edge = create_net(edge, num_classes=num_classes, in_channels=in_ch, **(edge_kwargs or {}))
+        self.edge = resolve_net(edge, arg="edge", num_classes=num_classes, in_channels=in_ch, kwargs=edge_kwargs,
+                                owner="HybridModel")
         c_classes = num_classes if cloud_num_classes is None else int(cloud_num_classes)
-        self.cloud = create_net(cloud, num_classes=c_classes, in_channels=in_ch, **(cloud_kwargs or {}))
+        self.cloud = resolve_net(cloud, arg="cloud", num_classes=c_classes, in_channels=in_ch, kwargs=cloud_kwargs,
+                                 owner="HybridModel")
         check_same_classes(self.cloud, self.edge, ("cloud", "edge"))
         self.edge_tap = FeatureTap(self.edge)
         self.router = HybridRouter(self.edge_tap.dim, router_topk, tuple(router_hidden), num_classes)
         self.coverage = Constraint("coverage", mode="fixed", init=coverage_weight, bound=coverage,
                                    direction=coverage_direction)
-        self.models_loaded = False
+        self.models_loaded = isinstance(edge, nn.Module) and isinstance(cloud, nn.Module)  # passed in: trained
         self.optimizer_factory = optimizer
         self.router_optimizer_factory = router_optimizer
         self.scheduler_factory = lr_scheduler
@@ -162,18 +186,19 @@ class HybridModel(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------- weights
     def restore_structure(self, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """``init_from`` hook: the checkpoint is the cloud's ImageClassifier; the edge comes from ``edge_ckpt``."""
+        """Chaining hook (this project's entry point): the checkpoint holds the cloud's weights under ``net.``;
+        the edge comes from ``edge_ckpt``."""
         state = checkpoint["state_dict"]
         if any(k.startswith("router.") for k in state):
             self.models_loaded = True
             return
-        load_net_weights(self.cloud, checkpoint, "cloud", "init_from")
+        load_net_weights(self.cloud, checkpoint, "cloud", "the chained cloud checkpoint")
         if not self.hparams.edge_ckpt:
             raise ConstraintError(
-                "init_from gives the cloud model, but model.init_args.edge_ckpt is not set: give the edge model's "
-                "checkpoint (runs/<edge recipe>/checkpoints/last.ckpt)."
+                "HybridModel: the chained checkpoint gives the cloud model, but edge_ckpt is not set: set edge_ckpt "
+                "to the edge model's checkpoint."
             )
-        load_net_weights(self.edge, self.hparams.edge_ckpt, "edge", "model.init_args.edge_ckpt")
+        load_net_weights(self.edge, self.hparams.edge_ckpt, "edge", "edge_ckpt")
         checkpoint["state_dict"] = self.state_dict()
         self.models_loaded = True
 
@@ -181,20 +206,20 @@ class HybridModel(pl.LightningModule):
         h = self.hparams
         if stage == "fit" and not self.models_loaded:
             if h.cloud_ckpt:
-                load_net_weights(self.cloud, h.cloud_ckpt, "cloud", "model.init_args.cloud_ckpt")
+                load_net_weights(self.cloud, h.cloud_ckpt, "cloud", "cloud_ckpt")
                 if not h.edge_ckpt:
-                    raise ConstraintError("cloud_ckpt is set but edge_ckpt is not: the hybrid needs both models.")
-                load_net_weights(self.edge, h.edge_ckpt, "edge", "model.init_args.edge_ckpt")
+                    raise ConstraintError("HybridModel: cloud_ckpt is set but edge_ckpt is not: the hybrid needs "
+                                          "both models; set edge_ckpt.")
+                load_net_weights(self.edge, h.edge_ckpt, "edge", "edge_ckpt")
                 self.models_loaded = True
             else:
-                warnings.warn("HybridModel: no edge/cloud weights were loaded (no init_from / cloud_ckpt): both "
-                              "models are random. Real runs must chain from their recipes.", stacklevel=1)
+                warnings.warn("HybridModel: no edge/cloud weights were loaded (cloud_ckpt/edge_ckpt are not set and "
+                              "the nets were given as names): both models are as built. Pass trained modules or "
+                              "set edge_ckpt and cloud_ckpt.", stacklevel=1)
         if self.edge_macs is None:
-            from callbacks.efficiency_report import count_macs
-
             x = self.example_input_array
-            self.edge_macs = float(count_macs(self.edge, x, "all"))
-            self.cloud_macs = float(count_macs(self.cloud, x, "all"))
+            self.edge_macs = count_macs(self.edge, x)
+            self.cloud_macs = count_macs(self.cloud, x)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(edge logits, router keep logit)``: the edge-side computation."""
