@@ -173,6 +173,9 @@ FORMS = [
     # a mention without a number takes the page the file cites most
     ("recipes/kd_x.yaml", f"# ({N} 11.4)\n# are not in\n#   {N}).",
      "# (docs/disk.md#published-numbers)\n# are not documented in\n#   docs/disk.md)."),
+    ("modules/x.py", f"windows ({N} section 6.2/6.7): parts", "windows (docs/fptt.md#algorithm and docs/fptt.md#in-this-project): parts"),
+    ("callbacks/x.py", f"(arXiv; {N} section 2, whose definitions are tagged\n[unverified] there). Drop",
+     "(arXiv; docs/quantized_training.md, which marks these definitions as\nnot verified). Drop"),
     # Markdown files get relative links
     ("results/x.md", f"(Kag; {N} section 9)", "(Kag; [docs/dcl.md](../docs/dcl.md))"),
 ]

@@ -130,7 +130,8 @@ SECTION_TARGETS: dict[str, str] = {
     "15.3": "docs/README.md",
 }
 
-# Sentences that need their own wording (whole match -> replacement; {t} is formatted as a target).
+# Sentences that need their own wording (whole match -> replacement; {target} is formatted as a target, (\1) is
+# the match's first group).
 SPECIAL: list[tuple[str, str]] = [
     (r"the published value with its " + NOTES_RE + r" section",
      "the published value with a link to its source in the technique's docs page"),
@@ -138,13 +139,15 @@ SPECIAL: list[tuple[str, str]] = [
      "Parameter counts of the published tables ({docs/weight_sharing.md#published-numbers})"),
     (r"has " + NOTES_RE + r"'s count", "has the published count ({docs/weight_sharing.md#published-numbers})"),
     (r"\(period not in " + NOTES_RE + r"\)", "(period not published; {docs/disk.md#settings})"),
+    (NOTES_RE + r" section 2, whose definitions are tagged(\s+)\[unverified\] there",
+     "{docs/quantized_training.md}, which marks these definitions as(\\1)not verified"),
 ]
 
 NUM = r"\d{1,2}(?:\.\d{1,2})?(?![\d.]\d)"
 # What may sit between two words of one citation: spaces, or a line break with the next line's comment
 # marker / string quotes (implicit concatenation), so wrapped citations are found.
 SEP = r"(?:[ \t]+|[ \t]*\"?[ \t]*\n[ \t]*(?:#|\*|//)?[ \t]*\"?[ \t]*)"
-NUM_LIST = rf"(?P<nums>{NUM}(?:(?:[ \t]*[-\u2013][ \t]*|,[ \t]*|[ \t]+and[ \t]+){NUM})*)"
+NUM_LIST = rf"(?P<nums>{NUM}(?:(?:[ \t]*[-\u2013][ \t]*|,[ \t]*|/|[ \t]+and[ \t]+){NUM})*)"
 
 # "NOTES [section(s)] <numbers>" or "NOTES (<numbers>)"
 CITE = re.compile(
@@ -175,7 +178,7 @@ SKIP_FILES = {"recipes/migrations/cite_docs.py", "tests/test_docs.py"}
 def _expand(nums: str) -> list[str]:
     """'4-6' -> ['4', '5', '6']; '7.3-7.4, 8.1' -> ['7.3-7.4', '8.1'] (a sub-section range stays one item)."""
     out: list[str] = []
-    for part in re.split(r",[ \t]*|[ \t]+and[ \t]+", nums):
+    for part in re.split(r",[ \t]*|/|[ \t]+and[ \t]+", nums):
         part = part.strip()
         m = re.fullmatch(rf"({NUM})[ \t]*[-\u2013][ \t]*({NUM})", part)
         if m and "." not in part:
@@ -255,7 +258,8 @@ class Rewriter:
 
     def _special(self, m: re.Match, repl: str) -> str:
         self.count += 1
-        return re.sub(r"\{([^}]+)\}", lambda t: self.fmt(t.group(1)), repl)
+        out = re.sub(r"\{([^}]+)\}", lambda t: self.fmt(t.group(1)), repl)
+        return re.sub(r"\(\\(\d)\)", lambda g: m.group(int(g.group(1))), out)  # "(\\1)": the match's group 1
 
     def _cite(self, m: re.Match) -> str:
         try:
