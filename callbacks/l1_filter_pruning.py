@@ -1000,6 +1000,17 @@ class L1FilterPruning(pl.Callback):
         if state_dict:
             self.state = copy.deepcopy(dict(state_dict))
 
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """A state saved under another key (the old constant ``"L1FilterPruning"``) is taken from the
+        checkpoint's pruning entry when this is the only instance in the Trainer."""
+        if self.state_key in (checkpoint.get("callbacks") or {}):
+            return  # Lightning hands it to load_state_dict
+        if sum(type(c).__name__ == type(self).__name__ for c in trainer.callbacks) == 1:
+            state = pruning_state(checkpoint)
+            if state:
+                self.load_state_dict(state)
+
 
 def _rebuild_optimizers(trainer: pl.Trainer) -> None:
     """New optimizers (and DDP wrapper) for the pruned parameters; learning rates and scheduler progress kept."""

@@ -64,6 +64,8 @@ import fnmatch
 import functools
 import math
 import os
+import pickle
+import re
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -237,10 +239,60 @@ def unpack_export(exported: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: state[k] for k in exported["order"]}
 
 
-def load_export(model: nn.Module, source: str | os.PathLike | dict[str, Any], strict: bool = True) -> nn.Module:
-    """Load a packed export (a path written by the callback's ``export_path``, or the dict) into ``model``."""
-    exported = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
-    model.load_state_dict(unpack_export(exported), strict=strict)
+def _align_prefix(state: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """``state`` with one leading prefix stripped or added so that its keys match ``keys`` (a model's state-dict
+    keys): an export of a LightningModule (``model.conv.weight``) loads into the plain net (``conv.weight``) and
+    the other way round."""
+    keys = set(keys)
+    candidates: list[tuple[str, str]] = []
+    for k in list(state)[:50]:
+        for own in keys:
+            if k.endswith("." + own):
+                candidates.append(("strip", k[: len(k) - len(own)]))
+            elif own.endswith("." + k):
+                candidates.append(("add", own[: len(own) - len(k)]))
+    best, best_hits = state, sum(k in keys for k in state)
+    for how, head in dict.fromkeys(candidates):
+        if how == "strip":
+            moved = {k[len(head):]: v for k, v in state.items() if k.startswith(head)}
+        else:
+            moved = {head + k: v for k, v in state.items()}
+        hits = sum(k in keys for k in moved)
+        if hits > best_hits:
+            best, best_hits = moved, hits
+    return best
+
+
+def _load_export_file(path: str | os.PathLike, trust_file: bool) -> Any:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_export: {path} does not exist; pass the file written by QuantizedTraining's "
+                                "export_path (or the dict export_state_dict returned)")
+    if trust_file:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"the Python object {found.group(1)}" if found else "a Python object"
+        raise ValueError(
+            f"load_export: {path} holds {what}, which safe loading (torch.load with weights_only=True) refuses "
+            "because unpickling it could run code; an export written by QuantizedTraining holds none. If you "
+            "trust this file, pass trust_file=True."
+        ) from None
+
+
+def load_export(model: nn.Module, source: str | os.PathLike | dict[str, Any], strict: bool = True, *,
+                trust_file: bool = False) -> nn.Module:
+    """Load a packed export (a path written by the callback's ``export_path``, or the dict) into ``model``.
+
+    ``model`` may be the plain net or the LightningModule that held it: the export's keys (those of the
+    LightningModule, e.g. ``model.features.0.weight``) are matched with the prefix stripped or added as needed.
+    The file is read with ``torch.load(weights_only=True)``; ``trust_file=True`` lifts that for files you trust.
+    """
+    exported = source if isinstance(source, dict) else _load_export_file(source, trust_file)
+    state = _align_prefix(unpack_export(exported), model.state_dict().keys())
+    model.load_state_dict(state, strict=strict)
     return model
 
 
@@ -326,7 +378,12 @@ class QuantizedTraining(pl.Callback):
     # ------------------------------------------------------------------ configuration
     @property
     def state_key(self) -> str:
-        return "QuantizedTraining"
+        # the arguments that tell two instances apart (e.g. binary convs and 8-bit linears in one Trainer), as
+        # EarlyStopping does; checkpoints written under the old constant key "QuantizedTraining" still restore
+        # through Lightning's fallback to the class name
+        return self._generate_state_key(method=self.method, grid=self.grid_kind, bits=self.bits,
+                                        layers=self.layer_patterns, exclude=self.exclude,
+                                        quantize_first=self.quantize_first, quantize_last=self.quantize_last)
 
     def settings(self) -> dict[str, Any]:
         return {"method": self.method, "grid": self.grid_kind, "bits": self.bits, "delta": self.delta,
@@ -425,7 +482,8 @@ class QuantizedTraining(pl.Callback):
             raise ValueError(
                 "QuantizedTraining: the checkpoint being resumed was trained with other quantization settings "
                 f"({', '.join(f'{k}: checkpoint {a!r}, now {b!r}' for k, (a, b) in diff.items())}). Resume with "
-                "the recipe that wrote it, or start a new stage with init_from instead of --ckpt_path."
+                "the QuantizedTraining arguments that wrote it; to start a new quantized stage from its weights, "
+                "load them into the model (load_state_dict) and fit without ckpt_path."
             )
         saved_names = restored.get("layers")
         if saved_names is not None and list(saved_names) != names:
@@ -562,7 +620,32 @@ class QuantizedTraining(pl.Callback):
         return path
 
     # ------------------------------------------------------------------ Lightning hooks
+    def _check_other_instances(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Two instances in one Trainer must quantize disjoint layers and have distinct state keys."""
+        mine = {n for n, _ in self.select_layers(pl_module)}
+        for other in trainer.callbacks:
+            if other is self or type(other).__name__ != type(self).__name__ or not hasattr(other, "select_layers"):
+                continue
+            if other.state_key == self.state_key:
+                raise ValueError(
+                    "QuantizedTraining: two instances with the same arguments are in the Trainer; remove one, or "
+                    "give them different layers/exclude patterns."
+                )
+            try:
+                theirs = {n for n, _ in other.select_layers(pl_module)}
+            except ValueError:
+                continue  # the other instance reports its own selection error
+            both = sorted(mine & theirs)
+            if both:
+                raise ValueError(
+                    f"QuantizedTraining: two instances in the Trainer both quantize {', '.join(both[:4])}"
+                    f"{' ...' if len(both) > 4 else ''}; give each its own layers with the layers / exclude "
+                    "arguments (glob patterns on the module names, e.g. layers=['model.features.*'] and "
+                    "layers=['model.classifier'])."
+                )
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_other_instances(trainer, pl_module)
         self.attach(pl_module)
         for optimizer in trainer.optimizers:
             self.watch_optimizer(optimizer)
@@ -616,6 +699,18 @@ class QuantizedTraining(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keeps the checkpoint's state; it is checked and applied when the callback next attaches (fit start)."""
         self._restored = dict(state_dict)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Falls back to a state saved under another key (the old constant ``"QuantizedTraining"``, or other
+        arguments) when this is the only instance on both sides, so the settings check names what changed."""
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return  # Lightning hands it to load_state_dict
+        saved = {k: v for k, v in states.items() if isinstance(k, str) and k.startswith(type(self).__name__)}
+        ours = [c for c in trainer.callbacks if type(c).__name__ == type(self).__name__]
+        if len(saved) == 1 and len(ours) == 1:
+            self.load_state_dict(next(iter(saved.values())))
 
 
 __all__: Iterable[str] = [
