@@ -177,7 +177,7 @@ FORMS = [
     ("callbacks/x.py", f"(arXiv; {N} section 2, whose definitions are tagged\n[unverified] there). Drop",
      "(arXiv; docs/quantized_training.md, which marks these definitions as\nnot verified). Drop"),
     ("results/x.json", f"warm-up. {N} section 11 does not\\n  say this.",
-     "warm-up. the notes of the time (since replaced by docs/disk.md#settings) did not\\n  say this."),
+     "warm-up. The notes of the time (since replaced by docs/disk.md#settings) did not\\n  say this."),
     # Markdown files get relative links
     ("results/x.md", f"(Kag; {N} section 9)", "(Kag; [docs/dcl.md](../docs/dcl.md))"),
 ]

@@ -141,7 +141,7 @@ SPECIAL: list[tuple[str, str]] = [
     (r"\(period not in " + NOTES_RE + r"\)", "(period not published; {docs/disk.md#settings})"),
     # results notes: a past statement about the old notes stays in the past tense (the docs page now says it)
     (NOTES_RE + r" section 11 does not((?:\s|\\n)+)say this",
-     "the notes of the time (since replaced by {docs/disk.md#settings}) did not(\\1)say this"),
+     "The notes of the time (since replaced by {docs/disk.md#settings}) did not(\\1)say this"),
     (NOTES_RE + r" section 2, whose definitions are tagged(\s+)\[unverified\] there",
      "{docs/quantized_training.md}, which marks these definitions as(\\1)not verified"),
 ]
