@@ -22,11 +22,14 @@ report measures the serialised size of that instead of the plain ``state_dict``.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import os
 import re
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -85,6 +88,7 @@ def _batch_of(x: Any) -> int:
 def count_macs(model: nn.Module, example_input: Any, convention: Convention = "li2017") -> float:
     """Multiply-accumulates per input (the example's batch dimension is divided out)."""
     batch = _batch_of(example_input)
+    example_input = _for_model(example_input, model)
     was_training = model.training
     model.eval()
     try:
@@ -126,6 +130,7 @@ def count_macs(model: nn.Module, example_input: Any, convention: Convention = "l
 def count_flops(model: nn.Module, example_input: Any) -> float:
     """torch flop-counter FLOPs (2 per MAC) of one forward pass, per input."""
     batch = _batch_of(example_input)
+    example_input = _for_model(example_input, model)
     was_training = model.training
     model.eval()
     try:
@@ -149,14 +154,31 @@ def _repeat_batch(x: Any, batch: int) -> Any:
     return x
 
 
-def _to_device(x: Any, device: torch.device) -> Any:
+def _to_device(x: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
+    """``x`` on ``device``; floating tensors also cast to ``dtype`` when given (integer ids are left alone)."""
     if isinstance(x, torch.Tensor):
+        if dtype is not None and x.is_floating_point():
+            return x.to(device=device, dtype=dtype)
         return x.to(device)
     if isinstance(x, tuple | list):
-        return type(x)(_to_device(v, device) for v in x)
+        return type(x)(_to_device(v, device, dtype) for v in x)
     if isinstance(x, dict):
-        return {k: _to_device(v, device) for k, v in x.items()}
+        return {k: _to_device(v, device, dtype) for k, v in x.items()}
     return x
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter (bfloat16 under ``precision="bf16-true"``)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def _for_model(x: Any, model: nn.Module) -> Any:
+    """``x`` on the model's device, floating inputs in the model's parameter dtype."""
+    p = next(iter(model.parameters()), None)
+    return x if p is None else _to_device(x, p.device, _float_dtype(model))
 
 
 @torch.no_grad()
@@ -165,7 +187,7 @@ def measure_latency(
 ) -> float:
     """Median wall-clock seconds of one eval-mode forward pass at ``batch_size``, on the model's device."""
     device = next(model.parameters()).device
-    x = _to_device(_repeat_batch(example_input, batch_size), device)
+    x = _for_model(_repeat_batch(example_input, batch_size), model)
     was_training = model.training
     model.eval()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -181,6 +203,97 @@ def measure_latency(
     finally:
         model.train(was_training)
     return statistics.median(times)
+
+
+def time_calls(fn: Any, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Wall-clock seconds of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones; the median, the
+    interquartile range (q25, q75), the minimum and the count."""
+    if repeats < 1:
+        raise ValueError(f"time_calls: repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+    return {"median": statistics.median(times), "q25": q[0], "q75": q[2], "min": min(times), "n": len(times)}
+
+
+_DEPLOY_HINT = ("install onnx, onnxruntime and onnxscript (pip install onnx onnxruntime onnxscript; in the "
+                'efficient-recipes repository: pip install -e ".[deploy]")')
+
+
+def _import_deploy() -> Any:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"EfficiencyReport(deployed_latency=True) needs the ONNX packages ({err}); "
+                          f"{_DEPLOY_HINT}, or set deployed_latency=False.") from None
+    return onnxruntime
+
+
+def _float32_eval_copy(model: nn.Module) -> tuple[nn.Module, bool]:
+    """The model itself (eval mode) when it is float32, else a float32 copy (its trainer reference not copied)."""
+    if all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point()):
+        return model, False
+    trainer = model.__dict__.get("_trainer")
+    if trainer is not None:
+        model._trainer = None
+    try:
+        copied = copy.deepcopy(model).float()
+    finally:
+        if trainer is not None:
+            model._trainer = trainer
+    return copied, True
+
+
+def measure_onnxruntime_latency(model: nn.Module, example_input: Any, batch_sizes: tuple[int, ...] = (1,),
+                                threads: int = 1, repeats: int = 20, warmup: int = 3) -> dict[str, Any]:
+    """Export ``model`` (eval mode, float32, CPU) to ONNX with a dynamic batch and time onnxruntime's CPU
+    execution at each batch size with ``threads`` intra-op threads (one inter-op thread, all graph
+    optimizations); returns ``{"b<N>": time_calls(...) dict, "bytes": ONNX file size, "threads", "runtime"}``.
+    """
+    ort = _import_deploy()
+    import tempfile
+    import warnings
+    from contextlib import redirect_stdout
+
+    was_training = model.training
+    target, copied = _float32_eval_copy(model)
+    device = next(target.parameters()).device
+    if device.type != "cpu":
+        target, copied = copy.deepcopy(target).cpu(), True
+    target.eval()
+    x = _to_device(_repeat_batch(example_input, 2), torch.device("cpu"), torch.float32)
+    args = _as_tuple(x)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dynamic = tuple({0: batch} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+    result: dict[str, Any] = {"threads": int(threads), "runtime": f"onnxruntime {ort.__version__} CPU"}
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            path = os.path.join(tmp, "model.onnx")
+            with torch.no_grad():
+                torch.onnx.export(target, args, dynamo=True, verbose=False, dynamic_shapes=dynamic).save(path)
+            result["bytes"] = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            for b in batch_sizes:
+                feed = {n: a.numpy() for n, a in zip(names, _as_tuple(_repeat_batch(x, b)), strict=True)}
+                result[f"b{b}"] = time_calls(lambda feed=feed: session.run(None, feed), repeats, warmup)
+    finally:
+        if not copied:
+            model.train(was_training)
+    return result
 
 
 def _rss_bytes() -> int:
@@ -200,7 +313,7 @@ def measure_training_memory(model: nn.Module, example_input: Any, batch_size: in
     buffers (e.g. BatchNorm running statistics, which a train-mode forward updates) are restored afterwards.
     """
     device = next(model.parameters()).device
-    x = _to_device(_repeat_batch(example_input, batch_size), device)
+    x = _for_model(_repeat_batch(example_input, batch_size), model)
     saved = [0]
     seen: set[int] = set()
 
@@ -267,6 +380,12 @@ class EfficiencyNumbers:
     memory_growth_bytes: int | None = None
     checkpoint_bytes: int | None = None
     export_bytes: int | None = None
+    deployed_latency_batch1_s: float | None = None
+    deployed_latency_batch_s: float | None = None
+    deployed_latency_iqr_batch1_s: tuple[float, float] | None = None
+    deployed_latency_iqr_batch_s: tuple[float, float] | None = None
+    deployed_threads: int | None = None
+    deployed_bytes: int | None = None
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -296,6 +415,18 @@ def format_table(numbers: EfficiencyNumbers, title: str = "Efficiency report") -
         ("checkpoint size", human(numbers.checkpoint_bytes, "B")),
         ("export size", human(numbers.export_bytes, "B")),
     ]
+    if numbers.deployed_latency_batch1_s is not None:
+        def spread(iqr: tuple[float, float] | None) -> str:
+            return "" if iqr is None else f" (IQR {iqr[0] * 1e3:.3f}-{iqr[1] * 1e3:.3f} ms)"
+
+        threads = f"{numbers.deployed_threads} thread{'s' if numbers.deployed_threads != 1 else ''}"
+        rows += [
+            (f"onnxruntime CPU latency, batch 1, {threads}",
+             human(numbers.deployed_latency_batch1_s, "s") + spread(numbers.deployed_latency_iqr_batch1_s)),
+            (f"onnxruntime CPU latency, batch {numbers.latency_batch}, {threads}",
+             human(numbers.deployed_latency_batch_s, "s") + spread(numbers.deployed_latency_iqr_batch_s)),
+            ("ONNX model size", human(numbers.deployed_bytes, "B")),
+        ]
     rows += [(k, human(v)) for k, v in numbers.extra.items()]
     width = max(len(r[0]) for r in rows)
     lines = [title, "-" * (width + 20)]
@@ -322,6 +453,16 @@ class EfficiencyReport(pl.Callback):
         latency_repeats: timed repeats per latency figure (the median is reported); 0 disables latency.
         measure_memory: run one extra forward/backward to measure training memory.
         log_prefix: prefix of the keys logged to the logger's summary.
+        deployed_latency: also export the model to ONNX and time onnxruntime's CPU execution at batch 1 and at
+            ``batch_size`` (median and interquartile range of ``deployed_repeats`` calls after ``deployed_warmup``
+            untimed ones, ``deployed_threads`` intra-op threads), with the ONNX file's size. Needs the optional
+            packages onnx, onnxruntime and onnxscript (imported only when this is on). A model that cannot be
+            exported gets a warning and no figure; under bf16/fp16 weights a float32 copy is exported.
+        deployed_threads: onnxruntime intra-op threads for ``deployed_latency``.
+        deployed_repeats / deployed_warmup: timed and untimed onnxruntime calls per batch size.
+
+    Latency and FLOPs run in the trainer's precision context (autocast under ``bf16-mixed``/``16-mixed``);
+    under ``bf16-true``/``16-true`` the example input is cast to the weights' dtype.
 
     Example::
 
@@ -335,6 +476,10 @@ class EfficiencyReport(pl.Callback):
         latency_repeats: int = 10,
         measure_memory: bool = True,
         log_prefix: str = "efficiency",
+        deployed_latency: bool = False,
+        deployed_threads: int = 1,
+        deployed_repeats: int = 20,
+        deployed_warmup: int = 3,
     ) -> None:
         if convention not in ("li2017", "all"):
             raise ValueError(f"EfficiencyReport: convention must be 'li2017' or 'all', got {convention!r}")
@@ -343,6 +488,17 @@ class EfficiencyReport(pl.Callback):
         self.latency_repeats = latency_repeats
         self.measure_memory = measure_memory
         self.log_prefix = log_prefix
+        if deployed_threads < 1 or deployed_repeats < 1 or deployed_warmup < 0:
+            raise ValueError(
+                "EfficiencyReport: deployed_threads and deployed_repeats must be >= 1 and deployed_warmup >= 0, got "
+                f"{deployed_threads}, {deployed_repeats}, {deployed_warmup}"
+            )
+        self.deployed_latency = bool(deployed_latency)
+        self.deployed_threads = int(deployed_threads)
+        self.deployed_repeats = int(deployed_repeats)
+        self.deployed_warmup = int(deployed_warmup)
+        if self.deployed_latency:
+            _import_deploy()  # fail at construction, not after a run
         self.start: EfficiencyNumbers | None = None
         self.end: EfficiencyNumbers | None = None
 
@@ -359,22 +515,26 @@ class EfficiencyReport(pl.Callback):
     def measure(
         self, pl_module: pl.LightningModule, trainer: pl.Trainer | None = None, timing: bool = True
     ) -> EfficiencyNumbers:
-        x = _to_device(_example_input(pl_module), pl_module.device)
+        x = _for_model(_example_input(pl_module), pl_module)
         one = _repeat_batch(x, 1)
-        numbers = EfficiencyNumbers(
-            convention=self.convention,
-            params=count_params(pl_module, self.convention),
-            macs=count_macs(pl_module, one, self.convention),
-            flops=count_flops(pl_module, one),
-        )
-        if timing and self.latency_repeats > 0:
-            numbers.latency_batch1_s = measure_latency(pl_module, x, 1, self.latency_repeats)
-            numbers.latency_batch = self.batch_size
-            numbers.latency_batch_s = measure_latency(pl_module, x, self.batch_size, self.latency_repeats)
-        if timing and self.measure_memory:
-            mem = measure_training_memory(pl_module, x, self.batch_size)
-            numbers.saved_tensor_bytes = mem["saved_tensor_bytes"]
-            numbers.memory_growth_bytes = mem["memory_growth_bytes"]
+        context = trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
+        with context:
+            numbers = EfficiencyNumbers(
+                convention=self.convention,
+                params=count_params(pl_module, self.convention),
+                macs=count_macs(pl_module, one, self.convention),
+                flops=count_flops(pl_module, one),
+            )
+            if timing and self.latency_repeats > 0:
+                numbers.latency_batch1_s = measure_latency(pl_module, x, 1, self.latency_repeats)
+                numbers.latency_batch = self.batch_size
+                numbers.latency_batch_s = measure_latency(pl_module, x, self.batch_size, self.latency_repeats)
+            if timing and self.measure_memory:
+                mem = measure_training_memory(pl_module, x, self.batch_size)
+                numbers.saved_tensor_bytes = mem["saved_tensor_bytes"]
+                numbers.memory_growth_bytes = mem["memory_growth_bytes"]
+        if timing and self.deployed_latency:
+            self._measure_deployed(pl_module, x, numbers)
         numbers.export_bytes = self.export_size(trainer, pl_module)
         if trainer is not None:
             ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
@@ -383,6 +543,28 @@ class EfficiencyReport(pl.Callback):
             if ckpt and os.path.exists(ckpt):
                 numbers.checkpoint_bytes = os.path.getsize(ckpt)
         return numbers
+
+    def _measure_deployed(self, pl_module: nn.Module, x: Any, numbers: EfficiencyNumbers) -> None:
+        try:
+            result = measure_onnxruntime_latency(pl_module, x, (1, self.batch_size), self.deployed_threads,
+                                                 self.deployed_repeats, self.deployed_warmup)
+        except ImportError:
+            raise
+        except Exception as err:  # noqa: BLE001 - an exporter failure must not end a training run
+            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
+            warnings.warn(f"EfficiencyReport: deployed latency not measured: {type(pl_module).__name__} could not "
+                          f"be exported to ONNX or run in onnxruntime ({reason}). Set deployed_latency=False to "
+                          "skip it.", stacklevel=2)
+            numbers.extra["deployed_latency_error"] = reason
+            return
+        numbers.latency_batch = self.batch_size
+        numbers.deployed_threads = result["threads"]
+        numbers.deployed_bytes = result["bytes"]
+        numbers.deployed_latency_batch1_s = result["b1"]["median"]
+        numbers.deployed_latency_iqr_batch1_s = (result["b1"]["q25"], result["b1"]["q75"])
+        numbers.deployed_latency_batch_s = result[f"b{self.batch_size}"]["median"]
+        numbers.deployed_latency_iqr_batch_s = (result[f"b{self.batch_size}"]["q25"],
+                                                result[f"b{self.batch_size}"]["q75"])
 
     # ------------------------------------------------------------------ hooks
     def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> EfficiencyNumbers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -120,3 +121,72 @@ def test_report_tables_at_fit_start_and_end_and_export_override(tmp_path, capsys
     plain = EfficiencyReport().export_size(None, _Tiny())
     assert report.end.export_bytes < plain  # the fp16 export is smaller than the float32 state_dict
     assert report.end.checkpoint_bytes and report.end.checkpoint_bytes > 0
+
+
+class _TinyConv(pl.LightningModule):
+    """A conv net with BatchNorm (what breaks when the example input's dtype differs from the weights')."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+        self.example_input_array = torch.zeros(1, 3, 8, 8)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return self(batch[0]).float().square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self):
+        ds = torch.utils.data.TensorDataset(torch.randn(8, 3, 8, 8))
+        return torch.utils.data.DataLoader(ds, batch_size=4)
+
+
+# on a CPU machine Lightning runs "16-mixed" as "bf16-mixed" (it warns); "16-true" covers float16 weights there
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed", "16-mixed", "16-true"])
+def test_report_under_reduced_precision(tmp_path, precision):
+    report = EfficiencyReport(convention="all", batch_size=4, latency_repeats=1)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=[report], precision=precision)
+    model = _TinyConv()
+    trainer.fit(model)
+    if precision.endswith("-true"):  # the report ran on the reduced-precision weights
+        assert next(model.parameters()).dtype == (torch.bfloat16 if precision == "bf16-true" else torch.float16)
+    # the counts are those of the float32 model: precision changes no MAC
+    assert report.end.macs == count_macs(_TinyConv().net, torch.zeros(1, 3, 8, 8), "all")
+    assert report.end.latency_batch1_s > 0 and report.end.latency_batch_s > 0
+    assert report.end.saved_tensor_bytes > 0
+
+
+def test_deployed_latency_is_onnxruntime_timed_and_reported(capsys):
+    from callbacks.efficiency_report import format_table
+
+    report = EfficiencyReport(convention="all", batch_size=4, latency_repeats=1, measure_memory=False,
+                              deployed_latency=True, deployed_threads=1, deployed_repeats=3, deployed_warmup=1)
+    model = _TinyConv().to(torch.bfloat16)  # as under precision="bf16-true": a float32 copy is exported
+    numbers = report.measure(model)
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.training  # the model is left as it was
+    assert numbers.deployed_threads == 1 and numbers.deployed_bytes > 4 * (8 * 3 * 9 + 8 * 4)  # float32 weights
+    for median, (q25, q75) in ((numbers.deployed_latency_batch1_s, numbers.deployed_latency_iqr_batch1_s),
+                               (numbers.deployed_latency_batch_s, numbers.deployed_latency_iqr_batch_s)):
+        assert 0 < q25 <= median <= q75
+    table = format_table(numbers)
+    assert "onnxruntime CPU latency, batch 1, 1 thread" in table and "onnxruntime CPU latency, batch 4" in table
+    # off by default: no ONNX row
+    assert "onnxruntime" not in format_table(EfficiencyReport(latency_repeats=1, measure_memory=False).measure(model))
+
+
+def test_time_calls_counts_and_orders_its_statistics():
+    from callbacks.efficiency_report import time_calls
+
+    calls = []
+    stats = time_calls(lambda: calls.append(1), repeats=5, warmup=2)
+    assert len(calls) == 7 and stats["n"] == 5
+    assert 0 <= stats["min"] <= stats["q25"] <= stats["median"] <= stats["q75"]
+    with pytest.raises(ValueError, match="repeats"):
+        time_calls(lambda: None, repeats=0)
+
