@@ -19,8 +19,8 @@ one sub-policy per call, so on a batched tensor the whole batch would share one 
 possible in principle (group a batch's samples by drawn sub-policy, application flags and magnitude signs and run
 torchvision's tensor ops per group) but is not implemented: it means dozens of small kernel launches per batch, and
 the tensor ops differ slightly from the PIL ones of the worker pipeline. Recipes with ``autoaugment: true`` keep
-the worker pipeline. When the device lacks the memory for the splits (by default: more
-than half of the free CUDA memory, or ``device_budget_mb``) the datamodule warns once and uses the worker pipeline.
+the worker pipeline. When the splits do not fit the device budget (by default half of the free CUDA memory;
+``device_budget_mb`` sets it) the datamodule warns once and uses the worker pipeline.
 """
 
 from __future__ import annotations
