@@ -91,29 +91,23 @@ class DeviceEpochSampler:
         """This rank's ``(indices (M,), params (M, 5))`` of ``epoch`` (default: the current one), on the CPU.
 
         ``params`` columns: crop row offset, crop column offset, flip (0/1), Cutout centre row, centre column.
-        All draws come from one generator in a fixed order: permutation, then the five parameter columns over
-        the whole split, so the draws do not depend on ``world_size`` before sharding.
+        All draws come from one generator in a fixed order: the permutation, then the five parameter columns
+        over the padded epoch (``N`` rounded up to a multiple of ``world_size``), so a sample repeated by the
+        padding gets its own augmentation.
         """
         n = self.num_samples
         g = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else int(epoch)))
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        total = self.shard_size * self.world_size
         h, w = self.image_size
         span = 2 * self.crop_padding + 1
         params = torch.stack([
-            torch.randint(span, (n,), generator=g), torch.randint(span, (n,), generator=g),
-            torch.randint(2, (n,), generator=g),
-            torch.randint(h, (n,), generator=g), torch.randint(w, (n,), generator=g),
+            torch.randint(span, (total,), generator=g), torch.randint(span, (total,), generator=g),
+            torch.randint(2, (total,), generator=g),
+            torch.randint(h, (total,), generator=g), torch.randint(w, (total,), generator=g),
         ], dim=1).to(torch.int16)
-        total = self.shard_size * self.world_size
-        if total > n:  # DistributedSampler's padding: repeat the start of the order
-            reps = math.ceil((total - n) / n)
-            positions = torch.cat([torch.arange(n)] * (1 + reps))[:total]
-        else:
-            positions = torch.arange(n)
-        mine = positions[self.rank:total:self.world_size]
-        # a padded (repeated) position gets the parameters drawn for its slot, so repeats look different
-        slot = torch.arange(total)[self.rank:total:self.world_size] % n
-        return order[mine], params[slot]
+        slots = torch.arange(self.rank, total, self.world_size)  # DistributedSampler's striding ...
+        return order[slots % n], params[slots]  # ... over the order padded by repeating its start
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
