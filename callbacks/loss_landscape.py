@@ -81,6 +81,7 @@ import glob as globlib
 import json
 import math
 import os
+import pickle
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -95,6 +96,7 @@ from torch import Tensor, nn
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 DirType = Literal["weights", "states"]
 Norm = Literal["filter", "layer", "weight", "dfilter", "dlayer", "none"]
@@ -109,7 +111,7 @@ _EPS = 1e-10  # the reference code's guard in ||w|| / (||d|| + eps)
 
 __all__ = [
     "EvalData", "LandscapeError", "LossLandscape", "compute_points", "compute_surface", "direction_targets",
-    "evaluate", "hessian_extreme_eigs", "load_directions", "load_state_dict_file", "make_eval_data",
+    "eval_data_from_loader", "evaluate", "hessian_extreme_eigs", "load_directions", "load_state_dict_file", "make_eval_data",
     "normalize_direction", "parse_grid", "pca_directions", "random_direction", "save_directions", "sharpness",
     "surface_stats", "ModelSnapshot",
 ]
@@ -245,7 +247,7 @@ def save_directions(path: str | os.PathLike, directions: Sequence[dict[str, Tens
         "names": list(first),
         "shapes": [list(v.shape) for v in first.values()],
         "directions": [{k: v.detach().cpu() for k, v in d.items()} for d in directions],
-        "meta": dict(meta or {}),
+        "meta": _jsonable(dict(meta or {})),  # plain Python values: the file loads with weights_only=True
     }, path)
 
 
@@ -260,10 +262,7 @@ def load_directions(path: str | os.PathLike, targets: dict[str, Tensor],
     if not os.path.isfile(path):
         raise FileNotFoundError(f"LossLandscape: the directions file {path} does not exist; give the "
                                 f"directions.pt (or directions_pca.pt) that an earlier run wrote into its out_dir")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise LandscapeError(f"LossLandscape: {path} could not be read as a directions file ({err})") from None
+    blob = _torch_load(path, "directions file")
     if not isinstance(blob, dict) or blob.get("format") != DIRECTIONS_FORMAT:
         raise LandscapeError(f"LossLandscape: {path} is not a directions file written by this callback "
                              f"(no format tag {DIRECTIONS_FORMAT!r})")
@@ -293,26 +292,25 @@ def _check_matches(path: str, what: str, found: dict[str, tuple[int, ...]], targ
     if shapes:
         parts.append(f"{len(shapes)} shapes differ (e.g. {'; '.join(shapes[:3])})")
     raise LandscapeError(f"LossLandscape: the {what} {path} was {reason}: " + "; ".join(parts) +
-                         ". Use a file made from the same recipe (same net and net_kwargs).")
+                         ". Use a file made for the same architecture (same layers and widths).")
 
 
 def load_state_dict_file(path: str | os.PathLike, targets: dict[str, Tensor], what: str = "checkpoint",
-                         reference: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+                         reference: dict[str, Tensor] | None = None, trust_checkpoint: bool = False
+                         ) -> dict[str, Tensor]:
     """The entries of ``targets`` read from a Lightning checkpoint (or a plain state_dict) on the CPU.
 
     ``FileNotFoundError`` when the file is missing; :class:`LandscapeError` when it is not a checkpoint or
     belongs to another architecture: a target is missing or has another shape, or (when ``reference``, the
-    model's full ``state_dict``, is given) the file holds entries the model does not have.
+    model's full ``state_dict``, is given) the file holds entries the model does not have. The file is read with
+    ``torch.load(weights_only=True)`` unless ``trust_checkpoint``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"LossLandscape: the {what} {path} does not exist. Train the run that writes it first (its recipe "
-            f"header lists the command) or correct the path.")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise LandscapeError(f"LossLandscape: the {what} {path} could not be read ({err})") from None
+            f"LossLandscape: the {what} {path} does not exist. Train the run that writes it first or correct "
+            "the path.")
+    blob = _torch_load(path, what, trust_checkpoint)
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise LandscapeError(f"LossLandscape: {path} is not a Lightning checkpoint or state_dict")
@@ -336,16 +334,21 @@ class EvalData:
     batches: list[tuple[Tensor, Tensor]] | None = None
     loader: Any = None
     max_batches: int | None = None
+    dtype: torch.dtype | None = None  # floating inputs are cast to it (a model held in bf16, say)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.batches is not None:
-            yield from self.batches
+            for x, y in self.batches:
+                yield self._cast(x), y
             return
         for i, batch in enumerate(self.loader):
             if self.max_batches is not None and i >= self.max_batches:
                 break
             x, y = _xy(batch)
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield self._cast(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+
+    def _cast(self, x: Tensor) -> Tensor:
+        return x.to(self.dtype) if self.dtype is not None and x.is_floating_point() else x
 
     def subset(self, max_samples: int) -> EvalData:
         """The first ``max_samples`` samples (cached data only)."""
@@ -358,7 +361,7 @@ class EvalData:
             n += take
             if n >= max_samples:
                 break
-        return EvalData(n, self.device, out)
+        return EvalData(n, self.device, out, dtype=self.dtype)
 
 
 def _xy(batch: Any) -> tuple[Tensor, Tensor]:
@@ -399,6 +402,53 @@ def make_eval_data(dataset: Any, batch_size: int = 128, device: torch.device | s
     for batch in loader:
         x, y = _xy(batch)
         batches.append((x.to(device), y.to(device)))
+    return EvalData(n, device, batches)
+
+
+def eval_data_from_loader(loader: Any, device: torch.device | str = "cpu", batch_size: int | None = None,
+                          max_samples: int | None = None, cache_gb: float = 4.0,
+                          max_batches: int | None = None) -> EvalData:
+    """Evaluation batches from a ``DataLoader``: its map-style dataset re-read in order (no shuffling) with the
+    loader's collate function and ``batch_size`` (default: the loader's), or, for an iterable dataset, the
+    loader's own batches. Cached on ``device`` when they fit in ``cache_gb``."""
+    from torch.utils.data import DataLoader, IterableDataset, Subset
+
+    device = torch.device(device)
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
+        bs = int(batch_size or getattr(loader, "batch_size", None) or 128)
+        n = len(dataset)
+        if max_samples is not None:
+            n = min(n, int(max_samples))
+        if max_batches is not None:
+            n = min(n, int(max_batches) * bs)
+        if n <= 0:
+            raise LandscapeError("LossLandscape: the evaluation data is empty")
+        if n < len(dataset):
+            dataset = Subset(dataset, range(n))
+        loader = DataLoader(dataset, batch_size=bs, shuffle=False, collate_fn=loader.collate_fn,
+                            num_workers=getattr(loader, "num_workers", 0))
+    batches: list[tuple[Tensor, Tensor]] | None = []
+    n, size = 0, 0
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = _xy(batch)
+        if max_samples is not None and n + len(y) > max_samples:
+            x, y = x[: max_samples - n], y[: max_samples - n]
+        if batches is not None:
+            size += x.element_size() * x.numel()
+            if size > cache_gb * 2**30:
+                batches = None  # too large to cache: re-read the loader at every grid point
+            else:
+                batches.append((x.to(device), y.to(device)))
+        n += len(y)
+        if max_samples is not None and n >= max_samples:
+            break
+    if n == 0:
+        raise LandscapeError("LossLandscape: the evaluation data is empty")
+    if batches is None:
+        return EvalData(n, device, loader=loader, max_batches=max_batches)
     return EvalData(n, device, batches)
 
 
@@ -799,7 +849,15 @@ class LossLandscape(Callback):
         hessian_maxiter: ARPACK restarts at most.
         run_on: ``fit_end`` (end of training), ``validate_end`` (end of ``trainer.validate``) or ``both``.
         out_dir: output folder (default ``<default_root_dir>/landscape/<fit_end | checkpoint stem>``).
-        plot: write PNGs (and log them to loggers with ``log_image``).
+        plot: write PNGs (and log them to loggers with ``log_image``). ``None`` (default): when
+            ``loss_landscape_plots.py`` (beside this file) and matplotlib import, else only the ``.npz`` files,
+            said once at setup; ``True``: required, setup fails naming what is missing; ``False``: no PNGs.
+        data: the evaluation data, a ``DataLoader`` or a map-style ``Dataset`` (used as given, ``split`` is then
+            only a label). Default: the ``split`` of the run's data: a DataModule's ``landscape_dataset(split)``
+            or ``<split>_set`` (augmentation removed, see the module docstring) or ``<split>_dataloader()``, or
+            the dataloaders given to ``trainer.fit/validate``. Checked when the run starts, not after training.
+        trust_checkpoint: checkpoints and directions files are read with ``torch.load(weights_only=True)``;
+            True allows other Python objects in them (only for files you trust).
         contour_levels: ``(vmin, vmax, step)`` of the contour lines (the reference's 0.1, 10, 0.5).
         loss_max: clip of the 3-D surface plot (the reference's 5).
         cache_gb: cache the evaluation batches on the device when they take at most this many GiB.
@@ -835,11 +893,13 @@ class LossLandscape(Callback):
         hessian_maxiter: int = 50,
         run_on: RunOn = "both",
         out_dir: str | None = None,
-        plot: bool = True,
+        plot: bool | None = None,
         contour_levels: tuple[float, float, float] = (0.1, 10.0, 0.5),
         loss_max: float = 5.0,
         cache_gb: float = 4.0,
         progress: bool | None = None,
+        data: Any = None,
+        trust_checkpoint: bool = False,
     ) -> None:
         super().__init__()
         choices = {"dir_type": (dir_type, ("weights", "states")), "norm": (norm, _NORMS),
@@ -880,27 +940,112 @@ class LossLandscape(Callback):
         self.run_on, self.out_dir, self.plot = run_on, out_dir, plot
         self.contour_levels, self.loss_max = (float(vmin), float(vmax), float(vstep)), float(loss_max)
         self.cache_gb, self.progress = float(cache_gb), progress
+        if data is not None and not (hasattr(data, "__iter__") or hasattr(data, "__getitem__")):
+            raise LandscapeError(f"LossLandscape: data must be a DataLoader or a Dataset, got {type(data).__name__}")
+        self.data, self.trust_checkpoint = data, bool(trust_checkpoint)
+        self._plots_on: bool | None = None  # resolved from plot at setup (or at the first run)
+        self._source: tuple[str, Any] | None = None  # (description, DataLoader or Dataset), found at run start
         self.summary: dict[str, Any] | None = None  # the last run's summary (also summary.json)
         self.last_out_dir: Path | None = None
 
     # ------------------------------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Fail early on inputs that exist before the run: directions file, interpolation target."""
+        """Fail early, before any training, on what exists before the run: the optional dependencies (scipy for
+        the Hessian, the plots), the directions file, the interpolation target and the evaluation data."""
         if trainer.fast_dev_run or not self._runs_in(stage):
             return
+        self._check_dependencies()
         for what, path in (("directions file", self.dir_file), ("interpolation checkpoint", self.interpolate_to)):
             if path and not os.path.isfile(path):
                 raise FileNotFoundError(
-                    f"LossLandscape: the {what} {path} does not exist. Produce it first (the recipe header lists "
-                    f"the runs it needs) or correct the path.")
+                    f"LossLandscape: the {what} {path} does not exist. Produce it first or correct the "
+                    f"{'dir_file' if what == 'directions file' else 'interpolate_to'} argument.")
         if self.trajectory not in (None, "auto") and stage == "validate" and not _checkpoint_files(self.trajectory):
             raise FileNotFoundError(f"LossLandscape: no checkpoints found for trajectory={self.trajectory!r}")
+        self._source = None
+        if self.data is not None or trainer.datamodule is not None:
+            self._source = self._find_source(trainer, pl_module, stage)
+
+    def _check_dependencies(self) -> None:
+        if self.hessian is not None:
+            try:
+                import scipy.sparse.linalg  # noqa: F401
+            except ImportError:
+                raise LandscapeError(
+                    "LossLandscape: hessian_grid needs scipy (its eigsh computes the Hessian eigenvalues), which "
+                    "does not import here: install scipy, or leave hessian_grid unset.") from None
+        if self.plot is False:
+            self._plots_on = False
+            return
+        missing = _plots_missing()
+        if missing and self.plot:
+            raise LandscapeError(f"LossLandscape: plot=True needs {missing}; provide it, or set plot=None (PNGs "
+                                 "when possible) or plot=False. The .npz results are written either way.")
+        if missing and self._plots_on is None:
+            rank_zero_info(f"LossLandscape: no PNG plots: they need {missing}. The results are saved as .npz "
+                           "files; set plot=False to silence this.")
+        self._plots_on = not missing
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.fast_dev_run or not self._runs_in("fit"):
+            return
+        if self._source is None:  # plain dataloaders: trainer.train_dataloader exists from here on
+            self._source = self._find_source(trainer, pl_module, "fit", required=self.split != "val")
+        self._save_initial(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "validate" or not self._runs_in("validate"):
+            return
+        if self._source is None and not trainer.fast_dev_run:
+            self._source = self._find_source(trainer, pl_module, "validate")
+
+    def _find_source(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str,
+                     required: bool = True) -> tuple[str, Any] | None:
+        """Where the evaluation data comes from: (description, DataLoader or Dataset); see the ``data`` argument."""
+        split = self.split
+        if self.data is not None:
+            return "the data argument", self.data
+        dm = trainer.datamodule
+        tried = []
+        if dm is not None:
+            name = type(dm).__name__
+            hook = getattr(dm, "landscape_dataset", None)
+            if callable(hook):
+                return f"{name}.landscape_dataset({split!r})", hook(split)
+            dataset = _clean_dataset(dm, split)
+            if dataset is not None:
+                return f"{name}.{split}_set", dataset
+            tried.append(f"{name} has no landscape_dataset() or {split}_set")
+            loader = _call_loader_hook(dm, split)
+            if loader is not None:
+                return f"{name}.{split}_dataloader()", _clean_loader(loader, f"{name}.{split}_dataloader()")
+            tried.append(f"its {split}_dataloader() gives nothing")
+        else:
+            attr = {"train": "train_dataloader", "val": "val_dataloaders", "test": "test_dataloaders"}[split]
+            loader = getattr(trainer, attr, None)
+            if isinstance(loader, list | tuple):
+                loader = loader[0] if loader else None
+            elif isinstance(loader, dict):
+                loader = next(iter(loader.values()), None)
+            if loader is not None:
+                return f"trainer.{attr}", _clean_loader(loader, f"the {split} dataloader")
+            tried.append(f"the dataloaders given to trainer.{stage}() have no {split} split")
+            loader = _call_loader_hook(pl_module, split)
+            if loader is not None:
+                return f"{type(pl_module).__name__}.{split}_dataloader()", _clean_loader(loader, "")
+        if not required:
+            return None
+        raise LandscapeError(
+            f"LossLandscape: no evaluation data for split={split!r} in trainer.{stage}(): {'; '.join(tried)}. "
+            "Pass the data to the callback (data=<a DataLoader or Dataset>), or set split to a split this run "
+            "has ('train', 'val' or 'test')."
+        )
 
     def _runs_in(self, stage: str) -> bool:
         return (stage == "fit" and self.run_on in ("fit_end", "both")) or (
             stage == "validate" and self.run_on in ("validate_end", "both"))
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _save_initial(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.save_initial or trainer.fast_dev_run or not self._runs_in("fit"):
             return
         if trainer.global_step > 0:  # resumed: the initial weights are long gone
@@ -934,6 +1079,8 @@ class LossLandscape(Callback):
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict[str, Any]:
         """Compute everything configured for ``pl_module`` as it is now; returns (and writes) the summary."""
         fast = bool(trainer.fast_dev_run)
+        if self._plots_on is None:  # run() called without setup()
+            self._check_dependencies()
         progress = self.progress if self.progress is not None else trainer.progress_bar_callback is not None
         ctx = _Context(trainer, pl_module, trainer.global_rank, trainer.world_size, self._out_dir(trainer, stage),
                        progress=bool(progress), fast=fast)
@@ -981,14 +1128,28 @@ class LossLandscape(Callback):
 
     # ------------------------------------------------------------------------------------------ pieces
     def _eval_data(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fast: bool) -> EvalData:
-        dataset = _clean_dataset(trainer.datamodule, self.split)
+        source = self._source
+        if source is None:  # run() called directly, or the val loader appeared only after fit started
+            stage = "validate" if trainer.state.fn == "validate" else "fit"
+            source = self._find_source(trainer, pl_module, stage)
+        _, data = source
         dm = trainer.datamodule
-        bs = int(self.batch_size or getattr(dm, "batch_size", 128))
+        loader = data if _is_loader(data) else None
+        default_bs = getattr(loader, "batch_size", None) or getattr(dm, "batch_size", None) or 128
+        bs = int(self.batch_size or default_bs)
         max_batches = None
         if fast:  # the run's own (smoke) batch size and number of batches
-            bs, max_batches = int(getattr(dm, "batch_size", None) or bs), int(trainer.fast_dev_run)
-        return make_eval_data(dataset, bs, pl_module.device, self.max_samples, self.cache_gb,
-                              num_workers=int(getattr(dm, "num_workers", 0) or 0), max_batches=max_batches)
+            bs, max_batches = int(default_bs), int(trainer.fast_dev_run)
+        if loader is not None:
+            out = eval_data_from_loader(loader, pl_module.device, bs if self.batch_size else None,
+                                        self.max_samples, self.cache_gb, max_batches)
+        else:
+            out = make_eval_data(data, bs, pl_module.device, self.max_samples, self.cache_gb,
+                                 num_workers=int(getattr(dm, "num_workers", 0) or 0), max_batches=max_batches)
+        param = next((p for p in pl_module.parameters() if p.is_floating_point()), None)
+        if param is not None and param.dtype != torch.float32:
+            out.dtype = param.dtype  # e.g. precision="bf16-true": the inputs follow the weights
+        return out
 
     def _directions(self, ctx: _Context, targets: dict[str, Tensor], count: int) -> list[dict[str, Tensor]]:
         if self.dir_file:
@@ -1012,7 +1173,7 @@ class LossLandscape(Callback):
             self._save(ctx, "surface_1d", {"x": s1["x"], "loss": s1["loss"], "acc": s1["acc"]})
             ctx.summary["surface_1d"] = {"points": len(xs), **_timing(s1),
                                          **_curve_increase(s1["x"], s1["loss"], self.sharpness_radius)}
-            if self.plot and ctx.main and not ctx.fast:
+            if self._plots_on and ctx.main and not ctx.fast:
                 path = ctx.out / "surface_1d.png"
                 _plots().plot_curve(path, s1["x"], s1["loss"], s1["acc"], xlabel="alpha (filter-normalised direction)"
                            if self.norm == "filter" else "alpha", title=f"1-D {self.norm}-normalised "
@@ -1024,7 +1185,7 @@ class LossLandscape(Callback):
         self._save(ctx, "surface_2d", {"x": s2["x"], "y": s2["y"], "loss": s2["loss"], "acc": s2["acc"]})
         ctx.summary["surface_2d"] = {"points": int(s2["loss"].size), **_timing(s2),
                                      **surface_stats(s2["x"], s2["y"], s2["loss"], self.sharpness_radius)}
-        if self.plot and ctx.main and not ctx.fast:
+        if self._plots_on and ctx.main and not ctx.fast:
             for name, path in _plots().plot_surface_2d(ctx.out / "surface_2d", s2["x"], s2["y"], s2["loss"],
                                               levels=self.contour_levels, zmax=self.loss_max,
                                               title=f"{self.norm}-normalised {self.dir_type} directions"):
@@ -1040,7 +1201,7 @@ class LossLandscape(Callback):
     def _interpolation(self, ctx: _Context, data: EvalData) -> None:
         targets = direction_targets(ctx.module, self.interpolate_dir_type)
         other = load_state_dict_file(self.interpolate_to, targets, "interpolation checkpoint",
-                                     ctx.module.state_dict())
+                                     ctx.module.state_dict(), self.trust_checkpoint)
         d = {k: other[k].to(device=t.device, dtype=t.dtype) - t.detach() for k, t in targets.items()}
         out = compute_surface(ctx.module, data, targets, [d], self.interp_grid,
                               **ctx.kwargs(self.loss, "landscape interpolation"))
@@ -1049,7 +1210,7 @@ class LossLandscape(Callback):
                                         "distance": float(math.sqrt(sum(float(v.double().pow(2).sum())
                                                                         for v in d.values()))),
                                         "seconds": out["seconds"]}
-        if self.plot and ctx.main:
+        if self._plots_on and ctx.main:
             path = ctx.out / "interpolation.png"
             _plots().plot_curve(path, out["x"], out["loss"], out["acc"], xlabel="alpha", marks={0.0: "this model",
                        1.0: Path(self.interpolate_to).stem}, title=f"linear interpolation ({self.interpolate_dir_type})")
@@ -1064,7 +1225,8 @@ class LossLandscape(Callback):
         result = None
         if ctx.main:
             reference = ctx.module.state_dict()
-            rows = [load_state_dict_file(path, targets, "trajectory checkpoint", reference) for path in files]
+            rows = [load_state_dict_file(path, targets, "trajectory checkpoint", reference, self.trust_checkpoint)
+                    for path in files]
             result = pca_directions(rows, {k: t.detach().cpu() for k, t in targets.items()}, self.ignore)
             del rows
         result = ctx.trainer.strategy.broadcast(result, src=0)
@@ -1089,7 +1251,7 @@ class LossLandscape(Callback):
         ctx.summary["trajectory"] = {"checkpoints": len(files), "explained_variance_ratio": ratios,
                                      "lr_change_epochs": [epochs[i] for i in lr_changes],
                                      "seconds": surf["seconds"]}
-        if self.plot and ctx.main:
+        if self._plots_on and ctx.main:
             path = ctx.out / "trajectory.png"
             _plots().plot_trajectory(path, xs_path, ys_path, ratios, surf["x"], surf["y"], surf["loss"],
                                      epochs=epochs, lr_changes=lr_changes, levels=self.contour_levels)
@@ -1109,7 +1271,7 @@ class LossLandscape(Callback):
             files = [str(initial), *files]
         keyed: dict[tuple[int, int], dict[str, Any]] = {}  # last.ckpt duplicates the last epoch's file
         for f in files:
-            meta = _load_lazily(f)
+            meta = _load_lazily(f, self.trust_checkpoint)
             key = (int(meta.get("global_step", 0)), int(meta.get("epoch", -1)))
             if key not in keyed or Path(keyed[key]["file"]).stem == "last":
                 # "epoch" is the 0-based epoch a Lightning checkpoint was saved in: epochs done = epoch + 1
@@ -1119,8 +1281,8 @@ class LossLandscape(Callback):
         if len(ordered) < 3:
             raise LandscapeError(
                 f"LossLandscape: the PCA trajectory needs at least 3 checkpoints from different steps; found "
-                f"{len(ordered)} in {where}. Keep one checkpoint per epoch with a ModelCheckpoint(save_top_k=-1, "
-                f"every_n_epochs=1) in the recipe, or point trajectory at the folder that holds them.")
+                f"{len(ordered)} in {where}. Keep one checkpoint per epoch by adding ModelCheckpoint(save_top_k=-1, "
+                f"every_n_epochs=1) to the Trainer's callbacks, or set trajectory to the folder that holds them.")
         return ordered
 
     def _hessian(self, ctx: _Context, data: EvalData) -> None:
@@ -1165,7 +1327,7 @@ class LossLandscape(Callback):
         ctx.summary["hessian"] = {"points": len(coords), "samples": hdata.num_samples, "seconds": seconds,
                                   "hvps_per_point": float(r[:, 2].mean()),
                                   "center_ratio": _center_value(xs, ys, ratio)}
-        if self.plot and ctx.main:
+        if self._plots_on and ctx.main:
             path = ctx.out / "hessian_ratio.png"
             _plots().plot_eig_ratio(path, xs, ys, ratio)
             ctx.images.append(("hessian_ratio", path))
@@ -1201,22 +1363,68 @@ def _plots() -> Any:
     return loss_landscape_plots
 
 
+def _plots_missing() -> str | None:
+    """What the PNG plots need and is missing here (None: nothing)."""
+    try:
+        _plots()
+    except ImportError as err:
+        if "loss_landscape_plots" in str(err):
+            return "loss_landscape_plots.py beside loss_landscape.py (the plotting code; copy both files)"
+        return f"a package it imports ({err})"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "matplotlib (pip install matplotlib)"
+    return None
+
+
+def _is_loader(data: Any) -> bool:
+    return hasattr(data, "__iter__") and hasattr(data, "dataset") and hasattr(data, "batch_size")
+
+
+def _call_loader_hook(owner: Any, split: str) -> Any:
+    """``owner.<split>_dataloader()`` when the owner (a DataModule or LightningModule) implements it, else None."""
+    fn = getattr(owner, f"{split}_dataloader", None)
+    if not callable(fn):
+        return None
+    try:
+        loader = fn()
+    except Exception as err:  # noqa: BLE001 - Lightning's default hook raises when it is not implemented
+        if "must be implemented" in str(err) or isinstance(err, NotImplementedError):
+            return None
+        raise LandscapeError(
+            f"LossLandscape: {type(owner).__name__}.{split}_dataloader() failed ({type(err).__name__}: {err}); pass "
+            "the evaluation data to the callback with data=<a DataLoader or Dataset>, or set split."
+        ) from err
+    if isinstance(loader, list | tuple):
+        loader = loader[0] if loader else None
+    elif isinstance(loader, dict):
+        loader = next(iter(loader.values()), None)
+    return loader
+
+
+def _clean_loader(loader: Any, where: str) -> Any:
+    """A found DataLoader, refused when its dataset applies random augmentation (the surface would be noisy)."""
+    transform = getattr(getattr(loader, "dataset", None), "transform", None)
+    if transform is not None and _is_random(transform):
+        raise LandscapeError(
+            f"LossLandscape: {where or 'the evaluation dataloader'} applies random augmentation ({transform}), "
+            "which would distort the surface; pass data=<a DataLoader or Dataset without augmentation>.")
+    return loader
+
+
 def _clean_dataset(dm: Any, split: str) -> Any:
-    """The split's dataset without augmentation (see the module docstring)."""
-    if dm is None:
-        raise LandscapeError("LossLandscape needs a LightningDataModule (trainer.fit/validate(datamodule=...)) to "
-                             "find the evaluation split")
-    hook = getattr(dm, "landscape_dataset", None)
-    if callable(hook):
-        return hook(split)
+    """The DataModule's ``<split>_set`` without augmentation (see the module docstring), or None when it has none.
+
+    A DataModule that names its splits ``*_set`` but was set up for another stage (``validate`` has no train
+    split) is set up for the stage that has the split."""
     dataset = getattr(dm, f"{split}_set", None)
-    if dataset is None and hasattr(dm, "setup"):
+    named = any(hasattr(dm, f"{s}_set") for s in ("train", "val", "test"))
+    if dataset is None and named and callable(getattr(dm, "setup", None)):
         dm.setup("fit" if split in ("train", "val") else "test")
         dataset = getattr(dm, f"{split}_set", None)
     if dataset is None:
-        raise LandscapeError(
-            f"LossLandscape: {type(dm).__name__} has no '{split}_set' after setup(); set split to another split or "
-            f"give the datamodule a landscape_dataset(split) method")
+        return None
     transform = getattr(dataset, "transform", None)
     eval_transform = getattr(dm, "eval_transform", None)
     if transform is not None and callable(eval_transform):
@@ -1226,7 +1434,7 @@ def _clean_dataset(dm: Any, split: str) -> Any:
         raise LandscapeError(
             f"LossLandscape: the {split} split of {type(dm).__name__} applies random augmentation ({transform}), "
             f"which would distort the surface; give the datamodule an eval_transform() or a "
-            f"landscape_dataset(split) method")
+            f"landscape_dataset(split) method, or pass data=<a DataLoader or Dataset without augmentation>")
     return dataset
 
 
@@ -1276,12 +1484,37 @@ def _center_value(xs: np.ndarray, ys: np.ndarray | None, values: np.ndarray) -> 
     return float(values[j[0], i[0]]) if len(j) else None
 
 
-def _load_lazily(path: str) -> dict[str, Any]:
+def _load_lazily(path: str, trust_checkpoint: bool = False) -> dict[str, Any]:
     """A checkpoint memory-mapped where possible, so reading its epoch, step and lr does not read the weights."""
+    return _torch_load(path, "trajectory checkpoint", trust_checkpoint, mmap=True)
+
+
+def _torch_load(path: str | os.PathLike, what: str, trust_checkpoint: bool = False, mmap: bool = False) -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True``: the files this callback writes (directions,
+    ``initial.ckpt``) and Lightning's checkpoints hold only tensors and plain containers. A file with other Python
+    objects is refused with their name; ``trust_checkpoint=True`` loads it with ``weights_only=False``."""
+    def load(**kwargs: Any) -> Any:
+        if mmap:
+            try:
+                return torch.load(path, map_location="cpu", mmap=True, **kwargs)
+            except RuntimeError:  # files in torch's legacy (non-zip) format cannot be memory-mapped
+                pass
+        return torch.load(path, map_location="cpu", **kwargs)
+
+    if trust_checkpoint:
+        return load(weights_only=False)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:  # files in torch's legacy (non-zip) format cannot be memory-mapped
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load(weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        obj = f"the Python object {found.group(1)}" if found else "a Python object"
+        raise LandscapeError(
+            f"LossLandscape: the {what} {os.fspath(path)} holds {obj}, which safe loading (torch.load with "
+            "weights_only=True) refuses because unpickling it could run code. If you trust this file, pass "
+            "trust_checkpoint=True to LossLandscape."
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any other unreadable file is the same user error
+        raise LandscapeError(f"LossLandscape: the {what} {os.fspath(path)} could not be read ({err})") from None
 
 
 def _checkpoint_lr(meta: dict[str, Any]) -> float | None:
