@@ -301,11 +301,17 @@ class HybridModel(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val = []
 
+    def on_test_epoch_start(self) -> None:
+        self._val = []
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch[0], batch[1]
         b, r = self(x)
         g = self.cloud(x)
         self._val.append((b.argmax(1) == y, g.argmax(1) == y, r.float(), -entropy(b)))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
 
     def evaluate(self, edge_correct: Tensor, cloud_correct: Tensor, keep_score: Tensor,
                  entropy_score: Tensor) -> dict[str, float]:
@@ -322,7 +328,7 @@ class HybridModel(pl.LightningModule):
                 out[f"macs@cov{key}"] = hybrid_macs(self.edge_macs, self.cloud_macs, float(keep.float().mean()))
         return out
 
-    def on_validation_epoch_end(self) -> None:
+    def _eval_epoch_end(self, stage: str) -> None:
         if not self._val:
             return
         cols = [torch.cat(c) for c in zip(*self._val, strict=True)]
@@ -331,9 +337,16 @@ class HybridModel(pl.LightningModule):
             cols = [self.all_gather(c.float()).flatten() for c in cols]  # gloo gathers no bool tensors
             cols = [cols[0] > 0.5, cols[1] > 0.5, cols[2], cols[3]]
         metrics = self.evaluate(*cols)
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
-        self.log("val/acc1", metrics[f"hybrid_acc@cov{self.hparams.coverage * 100:g}"]
-                 if f"hybrid_acc@cov{self.hparams.coverage * 100:g}" in metrics else metrics["edge_acc"])
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
+        key = f"hybrid_acc@cov{self.hparams.coverage * 100:g}"
+        self.log(f"{stage}/acc1", metrics[key] if key in metrics else metrics["edge_acc"])
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Test logs what validation logs, under ``test/``."""
+        self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> Any:
         def default(params: Any) -> torch.optim.Optimizer:
