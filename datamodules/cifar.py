@@ -20,7 +20,9 @@ possible in principle (group a batch's samples by drawn sub-policy, application 
 torchvision's tensor ops per group) but is not implemented: it means dozens of small kernel launches per batch, and
 the tensor ops differ slightly from the PIL ones of the worker pipeline. Recipes with ``autoaugment: true`` keep
 the worker pipeline. When the splits do not fit the device budget (by default half of the free CUDA memory;
-``device_budget_mb`` sets it) the datamodule warns once and uses the worker pipeline.
+``device_budget_mb`` sets it) the datamodule warns once and uses the worker pipeline; checkpoints resume across
+the two (from the start of an interrupted epoch). A checkpoint written with ``device_resident: true`` holds the
+loader's state, so resume it with ``device_resident: true``: with the option off, Lightning refuses the state.
 """
 
 from __future__ import annotations
@@ -65,6 +67,24 @@ class _CIFAR100Files(_CIFAR10Files, datasets.CIFAR100):
     train_list = datasets.CIFAR100.train_list
     test_list = datasets.CIFAR100.test_list
     meta = datasets.CIFAR100.meta
+
+
+class _WorkerFallbackLoader(DataLoader):
+    """The worker pipeline's training DataLoader of a datamodule whose ``device_resident`` fell back for lack of
+    device memory. It accepts the device path's checkpoint state (Lightning restores loader states by count, and a
+    plain DataLoader has none), so a run checkpointed on the device path resumes here, from the start of the
+    interrupted epoch's order; its own checkpoints resume on either path, likewise."""
+
+    def state_dict(self) -> dict[str, bool]:
+        return {"worker_pipeline": True}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("position"):
+            rank_zero_warn(
+                f"The checkpoint was written mid-epoch (after batch {state['position']} of epoch {state['epoch']}) "
+                "on the device-resident pipeline and resumes on the worker pipeline, which replays that epoch's "
+                "order from its start: the remaining steps of the epoch see other batches than an uninterrupted "
+                "run.")
 
 
 class _CIFARDataModule(BaseDataModule):
@@ -259,7 +279,12 @@ class _CIFARDataModule(BaseDataModule):
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         if self.device_resident:
             return self._device_loader("train", train=True)
-        return super().train_dataloader()
+        loader = super().train_dataloader()
+        if not self.hparams.device_resident:  # the default: the worker pipeline as it always was
+            return loader
+        return _WorkerFallbackLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                                     num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                                     persistent_workers=loader.persistent_workers, drop_last=loader.drop_last)
 
     def val_dataloader(self) -> DataLoader | DeviceBatches:
         if self.device_resident:

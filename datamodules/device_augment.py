@@ -114,6 +114,8 @@ class DeviceEpochSampler:
                 "num_samples": self.num_samples, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "position" not in state:  # written by the worker-pipeline fallback, which cannot tell its position
+            return
         same = all(state.get(k) == getattr(self, k) for k in ("seed", "num_samples", "world_size"))
         if not same:
             warnings.warn(

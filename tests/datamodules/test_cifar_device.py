@@ -5,8 +5,8 @@ What is tested: the same seed gives the same batches; crop offsets, flips and Cu
 uniformly (chi-square bounds with a fixed seed, and a per-batch augmentation fails them); the batched crop / flip /
 Cutout equals a per-image reference; unaugmented batches equal the worker pipeline's bit for bit (same order on one
 process); no device-to-host read in a step; a run resumed mid-epoch or at an epoch boundary sees the uninterrupted
-run's batches; 2 gloo ranks see disjoint shards; too little device memory falls back with a warning; AutoAugment
-is refused with the alternative named.
+run's batches, and checkpoints resume across the memory fallback; 2 gloo ranks see disjoint shards; too little
+device memory falls back with a warning; AutoAugment is refused with the alternative named.
 """
 
 from __future__ import annotations
@@ -290,18 +290,18 @@ def _model():
     return ImageClassifier(net="small_cnn", net_kwargs={"widths": [4, 8]}, num_classes=10, log_images=False)
 
 
-def _fit(data_dir, root, ckpt_path=None, callbacks=()):
+def _fit(data_dir, root, ckpt_path=None, callbacks=(), **data):
     pl.seed_everything(0)
     record = _Record()
     trainer = pl.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=root, num_sanity_val_steps=0, deterministic=True,
                          enable_checkpointing=bool(callbacks), callbacks=[record, *callbacks])
-    dm = CIFAR10DataModule(data_dir=data_dir, batch_size=4, cutout=16, device_resident=True, seed=7)
+    dm = CIFAR10DataModule(data_dir=data_dir, batch_size=4, cutout=16, device_resident=True, seed=7, **data)
     model = _model()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-    return record.batches, model
+    return record.batches, model, [str(w.message) for w in caught]
 
 
 def test_resume_mid_epoch_or_at_an_epoch_boundary_sees_the_uninterrupted_batches(cifar10_dir, tmp_path):
@@ -312,17 +312,35 @@ def test_resume_mid_epoch_or_at_an_epoch_boundary_sees_the_uninterrupted_batches
 
     steps = ModelCheckpoint(dirpath=tmp_path / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1)
     epochs = ModelCheckpoint(dirpath=tmp_path / "epochs", filename="{epoch}", save_top_k=-1)
-    full, full_model = _fit(cifar10_dir, tmp_path / "full", callbacks=[steps, epochs])
+    full, full_model, _ = _fit(cifar10_dir, tmp_path / "full", callbacks=[steps, epochs])
     assert sorted(full) == list(range(15))
     assert {full[s][2] for s in full} == {0, 1, 2}
     for name, first in (("steps/step=7.ckpt", 7), ("epochs/epoch=0.ckpt", 5), ("steps/step=5.ckpt", 5)):
-        resumed, model = _fit(cifar10_dir, tmp_path / "resumed", ckpt_path=tmp_path / name)
+        resumed, model, _ = _fit(cifar10_dir, tmp_path / "resumed", ckpt_path=tmp_path / name)
         assert sorted(resumed) == list(range(first, 15)), name
         for s, (x, y, epoch, batch_idx) in resumed.items():
             assert (epoch, batch_idx) == full[s][2:], (name, s)
             assert torch.equal(x, full[s][0]) and torch.equal(y, full[s][1]), (name, s)
         for (k, v), v_full in zip(model.state_dict().items(), full_model.state_dict().values(), strict=True):
             torch.testing.assert_close(v, v_full, msg=f"{name}: {k}")
+
+
+def test_resume_across_the_memory_fallback(cifar10_dir, tmp_path):
+    """A device-path checkpoint written mid-epoch resumes on the worker-pipeline fallback (too little device
+    memory) with a warning, and the fallback's own checkpoint resumes on the device path: no loader-state error."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def steps(name):
+        return ModelCheckpoint(dirpath=tmp_path / name, filename="{step}", every_n_train_steps=1, save_top_k=-1)
+
+    _fit(cifar10_dir, tmp_path / "a", callbacks=[steps("a")])
+    batches, _, caught = _fit(cifar10_dir, tmp_path / "b", ckpt_path=tmp_path / "a" / "step=7.ckpt",
+                              callbacks=[steps("b")], device_budget_mb=0.0)
+    assert sorted(batches) == list(range(7, 15))
+    assert any("using the DataLoader worker pipeline instead" in m for m in caught)
+    assert any("after batch 2 of epoch 1" in m and "replays that epoch's order" in m for m in caught)
+    batches, _, _ = _fit(cifar10_dir, tmp_path / "c", ckpt_path=tmp_path / "b" / "step=12.ckpt")
+    assert sorted(batches) == list(range(12, 15))
 
 
 # ---------------------------------------------------------------------------------------------- DDP
