@@ -1,0 +1,90 @@
+"""Bad study input gets one clear paragraph naming the file and key, before anything runs; finished runs stay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from studies.spec import StudyError, load_study
+from tests.studies.tiny import REPO, studies, tiny_study
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+
+def _error(tmp_path: Path, edit) -> str:
+    path = tiny_study(tmp_path / "bad.yaml", edit)
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    text = str(info.value)
+    assert "\n" not in text and str(path) in text
+    return text
+
+
+def test_missing_recipe(tmp_path: Path) -> None:
+    text = _error(tmp_path, lambda d: d["stages"]["second"].update(recipe="recipes/glyphs/nope.yaml"))
+    assert "stages.second.recipe" in text and "recipes/glyphs/nope.yaml" in text and "does not exist" in text
+
+
+def test_unknown_metric_in_a_claim_and_unknown_keys(tmp_path: Path) -> None:
+    text = _error(tmp_path, lambda d: d["claims"]["second_not_much_worse"].update(a="second_acc1"))
+    assert "claims.second_not_much_worse.a" in text and "'second_acc1'" in text and "Did you mean 'second_acc'" in text
+    text = _error(tmp_path, lambda d: d["stages"]["first"].update(overides={"trainer.max_epochs": 1}))
+    assert "stages.first.overides" in text and "overrides" in text
+    text = _error(tmp_path, lambda d: d["metrics"]["first_acc"].update(file="tests"))
+    assert "metrics.first_acc.file" in text
+
+
+def test_stage_cycle(tmp_path: Path) -> None:
+    text = _error(tmp_path, lambda d: d["stages"]["first"].update(init_from="second"))
+    assert "cycle" in text and ("first -> second -> first" in text or "second -> first -> second" in text)
+
+
+def test_paired_claim_between_stages_of_different_seeds(tmp_path: Path) -> None:
+    def edit(d: dict) -> None:
+        d["stages"]["second"].pop("init_from")
+        d["stages"]["second"]["seeds"] = [0, 2]
+
+    text = _error(tmp_path, edit)
+    assert "claims.second_not_much_worse" in text and "[0, 2]" in text and "paired: false" in text
+
+
+def test_a_chained_stage_needs_its_seeds_upstream(tmp_path: Path) -> None:
+    text = _error(tmp_path, lambda d: d["stages"]["second"].update(seeds=[0, 7]))
+    assert "'second'" in text and "[7]" in text and "'first'" in text
+
+
+def test_a_run_directory_written_by_another_study_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    # the study folder was made by another study file with the same name
+    (runs / "tiny").mkdir(parents=True)
+    (runs / "tiny" / "study.json").write_text(json.dumps({"study": "tiny", "file": "studies/other.yaml"}))
+    study = tiny_study(tmp_path / "tiny.yaml")
+    assert studies("run", study, "--runs-root", runs, "--dry-run") == 1
+    err = capsys.readouterr().err
+    assert "studies/other.yaml" in err and str(study) in err and "--runs-root" in err
+    # a run directory inside the right study folder, written for another stage/seed (or by a plain main.py fit)
+    (runs / "tiny" / "study.json").write_text(json.dumps({"study": "tiny", "file": str(study)}))
+    run_dir = runs / "tiny" / "first" / "seed1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"finished work")
+    assert studies("run", study, "--runs-root", runs, "--dry-run") == 1
+    err = capsys.readouterr().err
+    assert str(run_dir) in err and "did not start" in err
+    (run_dir / "study_run.json").write_text(json.dumps({"study": "tiny", "stage": "second", "seed": 1, "axes": {}}))
+    assert studies("run", study, "--runs-root", runs, "--dry-run") == 1
+    assert "'stage': 'second'" in capsys.readouterr().err
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"finished work"
+
+
+def test_a_bad_override_fails_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    study = tiny_study(tmp_path / "tiny.yaml", lambda d: d["stages"]["second"]["overrides"].update(
+        {"trainer.max_epoch": 2}))
+    assert studies("run", study, "--runs-root", tmp_path / "runs", "--launcher", "debug") == 1
+    err = capsys.readouterr().err
+    assert "stages.second.overrides" in err and "max_epoch" in err and str(study) in err
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,53 @@
+"""A tiny study for the runner tests: two chained stages of the digits quickstart at a few steps, 2 seeds, 1 claim."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "header": {"title": "tiny test study", "paper": "none", "section": "none", "published": "none",
+               "command": "python -m studies run tiny.yaml"},
+    "seeds": [0, 1],
+    "stages": {
+        "first": {"recipe": "tests/studies/tiny_digits.yaml", "budget_min": 5, "test": True},
+        "second": {"recipe": "tests/studies/tiny_digits.yaml", "init_from": "first", "budget_min": 5,
+                   "test": True, "overrides": {"model.init_args.optimizer.init_args.lr": 0.02}},
+    },
+    "metrics": {
+        "first_acc": {"stage": "first", "key": "test/acc1", "scale": 100},
+        "second_acc": {"stage": "second", "key": "test/acc1", "scale": 100},
+    },
+    "claims": {
+        "second_not_much_worse": {"a": "second_acc", "b": "first_acc", "test": "non_inferior", "margin": 100.0,
+                                  "paired": True, "min_seeds": 2, "primary": True},
+    },
+}
+
+
+def tiny_study(path: Path, edit: Any = None) -> Path:
+    """Writes the tiny study (after ``edit(dict)``, if given) to ``path`` and returns it."""
+    data = copy.deepcopy(TINY)
+    if edit is not None:
+        edit(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def studies(*args: str) -> int:
+    """``python -m studies ...`` in this process."""
+    from studies.__main__ import main
+
+    return main([str(a) for a in args])
+
+
+def metrics(run_dir: Path, step: str) -> dict[str, float]:
+    return json.loads((run_dir / "metrics" / f"{step}.json").read_text())["metrics"]
