@@ -307,6 +307,10 @@ def _quiet():
 
 
 def _first_line(err: BaseException) -> str:
+    """``Type: first line`` of the innermost cause (the exporters wrap the error that names the operator)."""
+    seen = 0
+    while (err.__cause__ or err.__context__) is not None and seen < 8:
+        err, seen = err.__cause__ or err.__context__, seen + 1
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     return f"{type(err).__name__}: {lines[0] if lines else ''}"[:400]
 
