@@ -83,8 +83,10 @@ class HybridRouter(nn.Module):
         )
 
     def forward(self, logits: Tensor, features: Tensor) -> Tensor:
+        dtype = self.head[0].weight.dtype  # statistics in float32, then the router's dtype (e.g. bf16-true)
         entropy, diffs = router_inputs(logits, self.topk)
-        x = torch.cat([entropy, diffs, self.features(features.flatten(1).float())], dim=1)
+        feats = self.features(features.flatten(1).to(dtype))
+        x = torch.cat([entropy.to(feats.dtype), diffs.to(feats.dtype), feats], dim=1)
         return self.head(x).squeeze(1)
 
 
@@ -101,5 +103,5 @@ class DiskGuide(nn.Module):
                                   nn.Linear(num_classes, 1), nn.Sigmoid())
 
     def forward(self, features: Tensor, logits: Tensor) -> Tensor:
-        x = torch.cat([features.flatten(1).float(), logits.float()], dim=1)
+        x = torch.cat([features.flatten(1).float(), logits.float()], dim=1).to(self.trunk[0].weight.dtype)
         return self.head(self.trunk(x)).squeeze(1)
