@@ -250,7 +250,8 @@ def test_disk_accumulate_grad_batches_is_checked():
 def test_selective_test_step_reports_the_validation_metrics(tmp_path):
     """SelectiveClassifier.test logs the same selective metrics as validation, under test/."""
     pl.seed_everything(0)
-    model = SelectiveClassifier(net=_plain_net(), num_classes=4, input_shape=(3, 8, 8), method="osp")
+    model = SelectiveClassifier(net="small_cnn", net_kwargs={"widths": [4, 8]}, num_classes=4, input_shape=(3, 8, 8),
+                                method="osp")
     loader = DataLoader(_images(n=24), batch_size=8)
     trainer = _trainer(tmp_path)
     val = trainer.validate(model, loader, verbose=False)[0]
@@ -265,20 +266,56 @@ def test_student_and_teacher_checkpoints_load_weights_only(tmp_path):
     """student_ckpt/teacher_ckpt read Lightning checkpoints with torch.load(weights_only=True); a file holding
     pickled objects is refused with an error naming the argument."""
     pl.seed_everything(0)
-    student = ImageClassifier(net=_plain_net(seed=3), num_classes=4, input_shape=(3, 8, 8), log_images=False)
+    small = {"net": "small_cnn", "net_kwargs": {"widths": [4, 8]}}
+    student = ImageClassifier(**small, num_classes=4, input_shape=(3, 8, 8), log_images=False)
     trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(student, DataLoader(_images(), batch_size=8))
     trainer.save_checkpoint(tmp_path / "student.ckpt")  # a real Lightning checkpoint: hparams, loops, optimizer
-    model = DiSK(student=_plain_net(seed=1), teacher=_plain_net(seed=2), num_classes=4, input_shape=(3, 8, 8),
-                 method="kd", student_ckpt=str(tmp_path / "student.ckpt"), teacher_ckpt=str(tmp_path / "student.ckpt"))
+
+    def disk(**kwargs) -> DiSK:
+        return DiSK(student="small_cnn", teacher="small_cnn", student_kwargs={"widths": [4, 8]},
+                    teacher_kwargs={"widths": [4, 8]}, num_classes=4, input_shape=(3, 8, 8), method="kd", **kwargs)
+
+    model = disk(student_ckpt=str(tmp_path / "student.ckpt"), teacher_ckpt=str(tmp_path / "student.ckpt"))
     model.setup("fit")
     for k, v in student.net.state_dict().items():
         torch.testing.assert_close(model.student.state_dict()[k], v)
         torch.testing.assert_close(model.teacher.state_dict()[k], v)
     torch.save({"state_dict": student.state_dict(), "net": student.net}, tmp_path / "pickled.ckpt")
     with pytest.raises(TeacherCheckpointError, match="student_ckpt.*weights-only") as err:
-        _disk(1, student_ckpt=str(tmp_path / "pickled.ckpt")).setup("fit")
+        disk(student_ckpt=str(tmp_path / "pickled.ckpt")).setup("fit")
     assert not any(w in str(err.value) for w in FOREIGN_WORDS)
+
+
+def test_pruned_registry_net_loads_without_the_callback(tmp_path, monkeypatch):
+    """A pruned checkpoint of a registry net that cannot state its widths in net_kwargs (small_cnn) loads through
+    load_from_checkpoint and trainer.validate(ckpt_path=) while the callbacks package cannot be imported."""
+    import sys
+
+    from callbacks.l1_filter_pruning import L1FilterPruning
+
+    pl.seed_everything(0)
+    small = {"net": "small_cnn", "net_kwargs": {"widths": [8, 8]}, "num_classes": 4, "input_shape": (3, 8, 8),
+             "log_images": False}
+    model = ImageClassifier(**small)
+    loader = DataLoader(_images(n=16), batch_size=8)
+    trainer = _trainer(tmp_path, callbacks=[L1FilterPruning(ratios={"features.0": 0.5})], limit_val_batches=0)
+    trainer.fit(model, loader)
+    trainer.save_checkpoint(tmp_path / "pruned.ckpt")
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        want = model.eval()(x)
+    want_loss = _trainer(tmp_path).validate(model, loader, verbose=False)[0]["val/loss"]
+    for name in [n for n in sys.modules if n == "callbacks" or n.startswith("callbacks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "callbacks", None)  # `import callbacks...` now raises ImportError
+    loaded = ImageClassifier.load_from_checkpoint(tmp_path / "pruned.ckpt").eval()
+    assert loaded.net.features[0].out_channels == 4
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), want)
+    val = _trainer(tmp_path).validate(ImageClassifier(**small), loader, ckpt_path=tmp_path / "pruned.ckpt",
+                                      weights_only=True, verbose=False)[0]
+    assert val["val/loss"] == pytest.approx(want_loss, abs=1e-6)
 
 
 class TinyNet(nn.Module):
