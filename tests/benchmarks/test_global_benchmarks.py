@@ -1,11 +1,11 @@
-"""Smoke tests of benchmarks/global_illustrative.py and benchmarks/global_latency.py (tiny settings)."""
+"""Smoke tests of benchmarks/global_illustrative.py (tiny settings); the latency pairs are tested in
+test_deploy_latency.py."""
 
 from __future__ import annotations
 
 import json
 
 from benchmarks.global_illustrative import main as illustrative_main
-from benchmarks.global_latency import Pair, measure_pairs, to_markdown
 
 
 def test_illustrative_study_smoke(tmp_path) -> None:
@@ -27,19 +27,3 @@ def test_illustrative_study_smoke(tmp_path) -> None:
     assert [(r["backbone"], r["seed"]) for r in more["runs"]][:3] == [("conv", 0), ("residual", 0), ("pde", 0)]
     assert [r["train_seconds"] for r in more["runs"][:3]] == [r["train_seconds"] for r in data["runs"]]
     assert [r["seed"] for r in more["runs"][3:]] == [1, 1, 1]
-
-
-def test_latency_pairs_smoke() -> None:
-    from nets.global_layer import GlobalLayer
-    from nets.resnet_cifar import BasicBlock
-
-    rows = measure_pairs([Pair("tiny", lambda: BasicBlock(4, 4), lambda: GlobalLayer(4, K=3), (4, 6, 6), 2)],
-                         rounds=1, repeats=1)
-    (row,) = rows
-    assert row["baseline"]["elementwise_macs"] == 0
-    assert row["candidate"]["elementwise_macs"] == 4 * 36 * (10 + 9 * 3)  # GlobalLayer.pde_macs
-    assert row["candidate"]["macs"] == 4 * (4 * 9 * 36)  # four depthwise 3x3 coefficient convs
-    assert row["baseline"]["macs"] == 2 * (4 * 4 * 9 * 36)  # two full 3x3 convs
-    assert row["mac_ratio"] == 0.5 and row["latency_ratio_b1"] > 0 and row["latency_ratio_b2"] > 0
-    md = to_markdown({"command": "x", "date": "d", "machine": "m", "rows": rows}, "T")
-    assert "| tiny | 4x6x6 |" in md

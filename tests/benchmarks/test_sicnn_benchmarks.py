@@ -1,9 +1,8 @@
-"""Smoke tests of benchmarks/sicnn_glyphs.py and the SI pairs of benchmarks/sicnn_latency.py."""
+"""Smoke tests of benchmarks/sicnn_glyphs.py; the SI latency pairs are tested in test_deploy_latency.py."""
 
 from __future__ import annotations
 
 from benchmarks.sicnn_glyphs import main as sicnn_main
-from benchmarks.sicnn_latency import sicnn_pairs
 
 
 def test_sicnn_study_smoke(tmp_path) -> None:
@@ -18,12 +17,3 @@ def test_sicnn_study_smoke(tmp_path) -> None:
     assert abs(models["plain_same_macs"]["macs_all"] / models["si"]["macs_all"] - 1) < 0.05
     assert [r["model"] for r in data["runs"]] == ["plain", "si", "plain_same_macs"]
     assert "| si | 1.00 |" in out.with_suffix(".md").read_text()
-
-
-def test_sicnn_latency_pairs_are_consistent() -> None:
-    import torch
-
-    for pair in sicnn_pairs(quick=True)[:2]:
-        b, c = pair.baseline(), pair.candidate()
-        x = torch.randn(1, *pair.shape)
-        assert b(x).shape == c(x).shape
