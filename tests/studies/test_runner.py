@@ -67,7 +67,8 @@ def test_run_skip_report_and_refuse_a_changed_override(finished: tuple[Path, Pat
     assert "4 finished, 0 partial, 0 pending" in capsys.readouterr().out
 
     # the report: per-seed values, intervals, the claim decided by the seeds helper
-    assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path, "--no-wandb") == 0
+    assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path) == 0
+    assert list((root / "report" / "wandb").glob("offline-run-*"))  # the report's W&B run (job type "report")
     report = json.loads((tmp_path / "tiny.json").read_text())
     point = report["metrics"]["first_acc"]["points"][""]
     assert set(point["per_seed"]) == {"0", "1"} and point["low"] <= point["mean"] <= point["high"]
@@ -81,10 +82,19 @@ def test_run_skip_report_and_refuse_a_changed_override(finished: tuple[Path, Pat
     md = (tmp_path / "tiny.md").read_text()
     assert "second_not_much_worse" in md and f"**{claim['status']}**" in md
 
+    # a metric key that the runs did not log is named with the file and the keys that are there
+    original = study.read_text()
+    try:
+        tiny_study(study, lambda d: d["metrics"]["first_acc"].update(key="test/acc9"))
+        assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path, "--no-wandb") == 1
+        err = capsys.readouterr().err
+        assert "metrics.first_acc" in err and "'test/acc9'" in err and "test/acc1" in err and "test.json" in err
+    finally:
+        study.write_text(original)
+
     # a changed override is refused with the differing key; nothing finished is touched
     ckpt = root / "first/seed0/checkpoints/last.ckpt"
     before = ckpt.stat().st_mtime_ns
-    original = study.read_text()
     try:
         tiny_study(study, lambda d: d["stages"]["first"].setdefault("overrides", {}).update({"trainer.max_epochs": 3}))
         assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 1
