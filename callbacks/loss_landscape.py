@@ -1493,18 +1493,18 @@ def _torch_load(path: str | os.PathLike, what: str, trust_checkpoint: bool = Fal
     """``torch.load`` on the CPU with ``weights_only=True``: the files this callback writes (directions,
     ``initial.ckpt``) and Lightning's checkpoints hold only tensors and plain containers. A file with other Python
     objects is refused with their name; ``trust_checkpoint=True`` loads it with ``weights_only=False``."""
-    def load(**kwargs: Any) -> Any:
+    def load(trusted: bool) -> Any:
         if mmap:
             try:
-                return torch.load(path, map_location="cpu", mmap=True, **kwargs)
+                return torch.load(path, map_location="cpu", mmap=True, weights_only=not trusted)
             except RuntimeError:  # files in torch's legacy (non-zip) format cannot be memory-mapped
                 pass
-        return torch.load(path, map_location="cpu", **kwargs)
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
 
     if trust_checkpoint:
-        return load(weights_only=False)
+        return load(trusted=True)
     try:
-        return load(weights_only=True)
+        return load(trusted=False)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         obj = f"the Python object {found.group(1)}" if found else "a Python object"

@@ -374,6 +374,7 @@ class QuantizedTraining(pl.Callback):
         self._optimizer_hooks: dict[int, Any] = {}
         self._held: dict[int, torch.Tensor] = {}
         self._restored: dict[str, Any] | None = None  # callback state from a checkpoint, applied at attach
+        self._evaluated_ckpt: Any = None  # the checkpoint whose state an evaluation run took
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -664,13 +665,32 @@ class QuantizedTraining(pl.Callback):
                 self.watch_optimizer(optimizer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._state_for_evaluation(trainer)
         self._ensure_attached(pl_module)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._state_for_evaluation(trainer)
         self._ensure_attached(pl_module)
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._state_for_evaluation(trainer)
         self._ensure_attached(pl_module)
+
+    def _state_for_evaluation(self, trainer: pl.Trainer) -> None:
+        """``trainer.validate/test/predict(ckpt_path=...)``: Lightning restores callback states only when fitting,
+        so this callback reads its own (per-layer scales, layer names) from the checkpoint, when it was written
+        with the same settings; the weights are evaluated on the grids they were trained on."""
+        path = getattr(trainer, "ckpt_path", None)
+        if not path or trainer.state.fn == "fit" or path == self._evaluated_ckpt or not os.path.isfile(path):
+            return
+        self._evaluated_ckpt = path
+        states = torch.load(path, map_location="cpu", weights_only=True).get("callbacks") or {}
+        state = states.get(self.state_key)
+        if state is None:
+            saved = [v for k, v in states.items() if isinstance(k, str) and k.startswith(type(self).__name__)]
+            state = saved[0] if len(saved) == 1 else None
+        if isinstance(state, dict) and state.get("settings") == self.settings():
+            self._restored = dict(state)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for h in self._optimizer_hooks.values():
