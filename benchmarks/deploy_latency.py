@@ -128,8 +128,9 @@ def all_pairs() -> dict[str, Pair]:
     ]
     for v in ("a", "b", "c"):
         pairs.append(Pair(f"resnet34_{v}", f"ResNet-34 vs ResNet-34-{v.upper()} (ImageNet, 224x224)",
-                          lambda: create_net("torchvision.resnet34", 1000), lambda v=v: _pruned_resnet34(f"resnet34_{v}"),
-                          (3, 224, 224), "ResNet-34", f"ResNet-34-{v.upper()}", "pruning"))
+                          lambda: create_net("torchvision.resnet34", 1000),
+                          lambda v=v: _pruned_resnet34(f"resnet34_{v}"), (3, 224, 224), "ResNet-34",
+                          f"ResNet-34-{v.upper()}", "pruning"))
     pairs.append(Pair("resnet32_global", "ResNet-32 vs ResNet-32-Global (CIFAR)",
                       lambda: create_net("resnet32", 10, shortcut="B"), lambda: create_net("resnet32_global", 10),
                       (3, 32, 32), "resnet32", "resnet32_global", "global"))
@@ -137,8 +138,9 @@ def all_pairs() -> dict[str, Pair]:
                        ("efficientnet_b0", "global_efficientnet_b0")):
         pairs.append(Pair(glob, f"{base} vs {glob} (ImageNet)", lambda b=base: create_net(f"torchvision.{b}", 1000),
                           lambda g=glob: create_net(g, 1000), (3, 224, 224), base, glob, "global"))
-    pairs.append(Pair("si_irnet", "irnet vs si_irnet (glyphs, 34 classes)", lambda: create_net("irnet", 34, in_channels=1),
-                      lambda: create_net("si_irnet", 34, in_channels=1), (1, 32, 32), "irnet", "si_irnet", "si"))
+    pairs.append(Pair("si_irnet", "irnet vs si_irnet (glyphs, 34 classes)",
+                      lambda: create_net("irnet", 34, in_channels=1), lambda: create_net("si_irnet", 34, in_channels=1),
+                      (1, 32, 32), "irnet", "si_irnet", "si"))
     for base, si in (("mobilenet_v3_large", "si_mobilenet_v3_large"), ("efficientnet_b0", "si_efficientnet_b0")):
         pairs.append(Pair(si, f"{base} vs {si} (ImageNet)", lambda b=base: create_net(f"torchvision.{b}", 1000),
                           lambda s=si: create_net(s, 1000), (3, 224, 224), base, si, "si"))
@@ -197,16 +199,18 @@ def elementwise_macs(model: nn.Module, x: torch.Tensor) -> int:
     from nets.sicnn import SIBlock
 
     total = [0]
+
+    def add(n: int) -> None:
+        total[0] += n
+
     handles = []
     for m in model.modules():
         if isinstance(m, GlobalLayer):
-            handles.append(m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + m.pde_macs(*o.shape[-2:]))))
+            handles.append(m.register_forward_hook(lambda m, i, o: add(m.pde_macs(*o.shape[-2:]))))
         elif isinstance(m, SIBlock):
-            handles.append(m.register_forward_hook(
-                lambda m, i, o: total.__setitem__(0, total[0] + m.elementwise_macs(*i[0].shape[-2:]))))
+            handles.append(m.register_forward_hook(lambda m, i, o: add(m.elementwise_macs(*i[0].shape[-2:]))))
         elif isinstance(m, IllustrativeNet):
-            handles.append(m.register_forward_hook(
-                lambda m, i, o: total.__setitem__(0, total[0] + m.pde_macs(*i[0].shape[-2:]))))
+            handles.append(m.register_forward_hook(lambda m, i, o: add(m.pde_macs(*i[0].shape[-2:]))))
     try:
         with torch.no_grad():
             model.eval()(x)
@@ -430,8 +434,10 @@ def to_markdown(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy_latency", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", nargs="+", default=DEFAULT_PAIRS, help=f"pair keys (default: {' '.join(DEFAULT_PAIRS)})")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy_latency",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", nargs="+", default=DEFAULT_PAIRS,
+                        help=f"pair keys (default: {' '.join(DEFAULT_PAIRS)})")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median taken)")

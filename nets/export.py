@@ -226,8 +226,8 @@ def apply_quantized_weights(pl_module: nn.Module, callbacks: Iterable[Any]) -> t
     if not quant:
         return [], None, []
     if len(quant) > 1:
-        raise ExportError(f"export: {len(quant)} quantization callbacks given ({', '.join(type(c).__name__ for c in quant)}); "
-                          "a model is exported with one")
+        names = ", ".join(type(c).__name__ for c in quant)
+        raise ExportError(f"export: {len(quant)} quantization callbacks given ({names}); a model is exported with one")
     cb = quant[0]
     cb.attach(pl_module)
     grids = {name: layer.grid for name, layer in cb.layers.items()}
@@ -618,6 +618,9 @@ def export_checkpoint(pl_module: nn.Module, callbacks: Sequence[Any] | None, ckp
     out_path = Path(out) if out is not None else default_output(ckpt_path, fmt)
     _check_out(out_path, overwrite)
     packed_path = out_path.with_name(out_path.name + ".packed.pt")
+    if packed_path.exists() and not overwrite and any(callable(getattr(c, "quantized_weights", None))
+                                                      for c in callbacks):
+        raise ExportError(f"export: {packed_path} already exists; pass overwrite=True (--overwrite) to replace it")
     if fmt == "onnx":
         require_deploy("onnx", "onnxruntime", "onnxscript")
     checkpoint = load_checkpoint(ckpt_path)
@@ -651,8 +654,6 @@ def export_checkpoint(pl_module: nn.Module, callbacks: Sequence[Any] | None, ckp
         pl_module.train(was_training)
     summary["checkpoint"] = str(ckpt_path)
     if packed is not None:
-        if packed_path.exists() and not overwrite:
-            raise ExportError(f"export: {packed_path} already exists; pass overwrite=True (--overwrite) to replace it")
         torch.save(packed, packed_path)
         restored = load_packed(str(packed_path))
         state = pl_module.state_dict()
