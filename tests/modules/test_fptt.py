@@ -200,3 +200,81 @@ def test_mean_table_deviation_is_the_mean_prediction_of_misclassified_examples()
     assert torch.allclose(model.soft_table[2][0], torch.full((3,), 1 / 3))  # the last window is one-hot: unused
     assert torch.allclose(model.soft_table[0][1], torch.full((3,), 1 / 3))  # class 1: nothing misclassified
     assert FPTTSequenceModel(task="sequence", num_classes=10000, input_shape=(30,)).soft_table.numel() == 0
+
+
+# ---------------------------------------------------------------------------------------------------- drop-in
+def _fit_fptt(x, y, batch_size, accumulate=None, trainer_accumulate=1, **kw):
+    torch.manual_seed(7)
+    model = FPTTSequenceModel(cell="lstm", hidden_size=4, task="classification", num_classes=3, input_shape=(7, 2),
+                              parts=3, alpha=0.3, beta=0.6, optimizer=_sgd, gradient_clip_val=0.5,
+                              reset_to_average=False, reset_lambda=False, soft_targets="adaptive",
+                              soft_target_epochs=0, accumulate_grad_batches=accumulate, **kw)
+    trainer = _trainer(max_epochs=1, accumulate_grad_batches=trainer_accumulate)
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=batch_size))
+    return model, trainer
+
+
+def test_accumulated_step_is_fptt_on_the_union_of_the_batches():
+    """accumulate_grad_batches=2 on batches of 2 moves W, W_bar, lambda and the soft-target table exactly as
+    batches of 4 do (clipping included): one optimizer step and one W_bar/lambda update per window per group."""
+    torch.manual_seed(8)
+    x, y = torch.randn(8, 7, 2), torch.randint(0, 3, (8,))
+    big, big_trainer = _fit_fptt(x, y, batch_size=4)
+    acc, acc_trainer = _fit_fptt(x, y, batch_size=2, trainer_accumulate=2)  # the Trainer's flag is taken over
+    assert acc.accumulate_grad_batches == 2
+    assert big_trainer.global_step == acc_trainer.global_step == 2  # a global step is a group of batches
+    for name, p in big.net.named_parameters():
+        q = dict(acc.net.named_parameters())[name]
+        assert torch.allclose(p, q, atol=1e-5), name
+        assert torch.allclose(big.fptt.bar(name), acc.fptt.bar(name), atol=1e-5), name
+        assert torch.allclose(big.fptt.lam(name), acc.fptt.lam(name), atol=1e-5), name
+    assert torch.allclose(big.soft_table, acc.soft_table, atol=1e-6)
+    assert torch.count_nonzero(acc.soft_table) > 0
+    # the module's own argument gives the same run; two different values are refused, naming the argument
+    own, _ = _fit_fptt(x, y, batch_size=2, accumulate=2)
+    assert all(torch.equal(p, q) for p, q in zip(own.net.parameters(), acc.net.parameters()))
+    with pytest.raises(SequenceError, match="accumulate_grad_batches is 3 on the model but 2 on the Trainer"):
+        _fit_fptt(x, y, batch_size=2, accumulate=3, trainer_accumulate=2)
+
+
+def test_net_argument_takes_a_module_and_names_net_in_errors(tmp_path):
+    torch.manual_seed(9)
+    x, y = torch.randn(4, 6, 2), torch.randn(4, 1)
+    model = FPTTSequenceModel(net=torch.nn.GRU(2, 3, batch_first=True), task="regression", num_classes=1,
+                              input_shape=(6, 2), parts=2)
+    assert isinstance(model.hparams["net"], str) and "GRU" in model.hparams["net"]
+    assert not any(isinstance(v, torch.nn.Module) for v in model.hparams.values())
+    trainer = _trainer(max_steps=1)
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=4))
+    assert any(k.startswith("fptt.bar__rnn__") for k in model.state_dict())  # W_bar covers the user's GRU
+    ckpt = tmp_path / "gru.ckpt"
+    trainer.save_checkpoint(ckpt)
+    with pytest.raises(SequenceError, match=r"load_from_checkpoint\(path, net="):
+        FPTTSequenceModel.load_from_checkpoint(ckpt, weights_only=True)
+    loaded = FPTTSequenceModel.load_from_checkpoint(ckpt, net=torch.nn.GRU(2, 3, batch_first=True),
+                                                    weights_only=True)
+    assert torch.equal(loaded(x), model(x))
+    with pytest.raises(SequenceError, match=r"as net=\.\.\."):
+        FPTTSequenceModel(cell=torch.nn.GRU(2, 3), task="regression", num_classes=1, input_shape=(6, 2))
+    with pytest.raises(SequenceError, match=r"net=Linear.*CellAdapter"):
+        FPTTSequenceModel(net=torch.nn.Linear(2, 3), task="regression", num_classes=1, input_shape=(6, 2))
+
+
+def test_cli_built_net_is_described_in_the_checkpoint_and_rebuilt_on_load(tmp_path):
+    from lightning.pytorch.cli import LightningCLI
+
+    torch.manual_seed(10)
+    net = {"class_path": "torch.nn.GRUCell", "init_args": {"input_size": 2, "hidden_size": 3}}
+    cli = LightningCLI(FPTTSequenceModel, run=False, save_config_callback=None, args={
+        "trainer": {"max_steps": 1, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
+                    "enable_progress_bar": False, "enable_model_summary": False, "limit_val_batches": 0},
+        "model": {"net": net, "task": "regression", "num_classes": 1, "input_shape": [6, 2], "parts": 2}})
+    x, y = torch.randn(4, 6, 2), torch.randn(4, 1)
+    cli.trainer.fit(cli.model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=4))
+    ckpt = tmp_path / "cli.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+    assert hparams["net"]["class_path"] == "torch.nn.GRUCell"
+    assert hparams["net"]["init_args"]["hidden_size"] == 3
+    loaded = FPTTSequenceModel.load_from_checkpoint(ckpt, weights_only=True)  # no net= needed
+    assert torch.equal(loaded(x), cli.model(x))

@@ -83,3 +83,43 @@ def test_bad_configuration_is_a_clear_error():
         SequenceModel(task="ranking")
     with pytest.raises(SequenceError, match="input_shape"):
         SequenceModel(input_shape=(3, 32, 32))
+
+
+def _fit_tbptt(x, y, batch_size, accumulate=1, net=None):
+    torch.manual_seed(4)
+    kw = dict(net=net) if net is not None else dict(cell="gru", hidden_size=3)
+    model = SequenceModel(task="sequence", num_classes=4, input_shape=(5, 3), truncation=2, optimizer=_sgd,
+                          gradient_clip_val=0.5, **kw)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         accumulate_grad_batches=accumulate)
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=batch_size))
+    return model, trainer
+
+
+def test_accumulated_truncated_bptt_step_is_the_step_on_the_union_of_the_batches():
+    torch.manual_seed(5)
+    x, y = torch.randn(6, 5, 3), torch.randint(0, 4, (6, 5))
+    big, big_trainer = _fit_tbptt(x, y, batch_size=6)
+    acc, acc_trainer = _fit_tbptt(x, y, batch_size=2, accumulate=3)  # Trainer's flag, taken over by the module
+    assert big_trainer.global_step == acc_trainer.global_step == 1
+    for (name, p), q in zip(big.net.named_parameters(), acc.net.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_user_lstm_as_net_trains_by_the_equations():
+    """net=nn.LSTM (time-first) is wrapped with a Linear readout; full BPTT is one plain gradient step on it."""
+    torch.manual_seed(6)
+    x, y = torch.randn(3, 6, 2), torch.randn(3, 1)
+    lstm = torch.nn.LSTM(2, 4)
+    model = SequenceModel(net=lstm, task="regression", num_classes=1, input_shape=(6, 2), optimizer=_sgd,
+                          gradient_clip_val=None)
+    assert type(model.net).__name__ == "RNNAdapter" and model.net.rnn is lstm
+    assert not any(isinstance(v, torch.nn.Module) for v in model.hparams.values())
+    ref = copy.deepcopy(model.net)
+    _fit_one(model, x, y)
+    hidden, _ = ref.rnn(x.transpose(0, 1))
+    loss = F.mse_loss(ref.readout(hidden[-1]), y)
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    for (name, p), w0, g in zip(model.net.named_parameters(), ref.parameters(), grads):
+        assert torch.allclose(p, w0 - 0.1 * g, atol=1e-6), name

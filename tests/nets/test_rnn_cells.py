@@ -123,3 +123,75 @@ def test_token_input_and_tied_weights():
     assert net.readout(hidden).shape == (2, 7, 11)
     with pytest.raises(ValueError, match="tie_weights"):
         SequenceNet("lstm", 1, 8, 11, vocab_size=11, embedding_dim=8, head_hidden=6, tie_weights=True)
+
+
+# ---------------------------------------------------------------------------------------------------- adapters
+def test_rnn_adapter_runs_a_time_first_module_batch_first_and_continues_a_sequence():
+    from nets.rnn_cells import RNNAdapter
+
+    torch.manual_seed(2)
+    lstm = torch.nn.LSTM(3, 4)  # time-first, as torch builds it by default
+    net = RNNAdapter(lstm, output_size=2)
+    x = torch.randn(5, 7, 3)  # (B, T, F)
+    full, _ = net(x)
+    direct, _ = lstm(x.transpose(0, 1))
+    assert torch.allclose(full, direct.transpose(0, 1), atol=1e-6)
+    first, state = net(x[:, :3])
+    second, _ = net(x[:, 3:], net.detach_state(state), t0=3)
+    assert torch.allclose(torch.cat([first, second], 1), full, atol=1e-6)
+    assert net.readout(full).shape == (5, 7, 2)
+    with pytest.raises(ValueError, match="bidirectional=False"):
+        RNNAdapter(torch.nn.GRU(3, 4, bidirectional=True), output_size=2)
+
+
+class _TimedCell(torch.nn.Module):
+    """A user's cell with a time index: h_t = tanh(W x_t + U h_{t-1}) + 0.01 t."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.W = torch.nn.Linear(input_size, hidden_size)
+        self.U = torch.nn.Linear(hidden_size, hidden_size, bias=False)
+        self.seen = []
+
+    def forward(self, x, h=None, t=0):
+        self.seen.append(t)
+        h = x.new_zeros(x.shape[0], self.U.in_features) if h is None else h
+        return torch.tanh(self.W(x) + self.U(h)) + 0.01 * t
+
+
+def test_cell_adapter_loops_a_cell_over_time_with_time_indices():
+    from nets.rnn_cells import CellAdapter
+
+    torch.manual_seed(3)
+    cell = _TimedCell(2, 3)
+    net = CellAdapter(cell, output_size=4, hidden_size=3)
+    x = torch.randn(2, 6, 2)
+    full, _ = net(x)
+    h, expected = None, []
+    for t in range(6):  # the recursion written out
+        h = torch.tanh(cell.W(x[:, t]) + cell.U(torch.zeros(2, 3) if h is None else h)) + 0.01 * t
+        expected.append(h)
+    assert torch.allclose(full, torch.stack(expected, 1), atol=1e-6)
+    cell.seen.clear()
+    first, state = net(x[:, :4])
+    second, _ = net(x[:, 4:], net.detach_state(state), t0=4)
+    assert cell.seen == list(range(6))
+    assert torch.allclose(torch.cat([first, second], 1), full, atol=1e-6)
+    # torch's LSTM cell: the state is (h, c), h is its first item
+    lstm_net = CellAdapter(torch.nn.LSTMCell(2, 5), output_size=1)
+    assert lstm_net(x)[0].shape == (2, 6, 5)
+
+
+def test_adapters_name_what_to_change():
+    from nets.rnn_cells import CellAdapter, as_sequence_net
+
+    with pytest.raises(ValueError, match="pass hidden_size=H"):
+        CellAdapter(torch.nn.Linear(2, 3), output_size=1)
+    with pytest.raises(TypeError, match=r"net=.*CellAdapter"):
+        as_sequence_net(torch.nn.Linear(2, 3), output_size=1)
+    assert type(as_sequence_net(torch.nn.GRU(2, 3), 1)).__name__ == "RNNAdapter"
+    assert type(as_sequence_net(torch.nn.GRUCell(2, 3), 1)).__name__ == "CellAdapter"
+    net = SequenceNet("gru", 2, 3, 1)
+    assert as_sequence_net(net, 1) is net  # a protocol net is used as it is
+    with pytest.raises(ValueError, match="net="):
+        SequenceNet(torch.nn.GRU(2, 3), 2, 3, 1)
