@@ -260,11 +260,12 @@ class FPTTSequenceModel(SequenceModel):
             first = prob[mine.int().argmax(1)]  # argmax gives the first True; rows of classes without one unused
             if ddp:
                 world = dist.get_world_size()
+                have = have.to(torch.uint8)  # gloo gathers no bools
                 haves = [torch.empty_like(have) for _ in range(world)]
                 firsts = [torch.empty_like(first) for _ in range(world)]
                 dist.all_gather(haves, have)
-                dist.all_gather(firsts, first)
-                have_all, first_all = torch.stack(haves), torch.stack(firsts)  # (R, C), (R, C, C)
+                dist.all_gather(firsts, first.contiguous())
+                have_all, first_all = torch.stack(haves).bool(), torch.stack(firsts)  # (R, C), (R, C, C)
                 rank = have_all.int().argmax(0)  # the first rank that has one, per class
                 have = have_all.any(0)
                 first = first_all[rank, torch.arange(n, device=y.device)]

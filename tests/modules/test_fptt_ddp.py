@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 import lightning.pytorch as pl
@@ -46,3 +47,65 @@ def test_fptt_state_identical_across_ranks_and_checkpointed(tmp_path):
         assert torch.equal(v, r1["state"][k]), k
     lam = [v for k, v in r0["state"].items() if k.startswith("fptt.lam__")]
     assert any(torch.count_nonzero(v) for v in lam)  # mid-epoch: lambda has moved away from 0
+
+
+def _rank_outputs(rank: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each rank's window outputs (2 windows, 3 classes) and labels; both ranks misclassify class 0, only rank 1
+    misclassifies class 2, nobody misclassifies class 1."""
+    y = torch.tensor([0, 1, 0, 2]) if rank == 0 else torch.tensor([2, 0, 1, 2])
+    g = torch.Generator().manual_seed(rank)
+    outs = []
+    for _ in range(2):
+        out = torch.randn(4, 3, generator=g)
+        out[torch.arange(4), y] -= 5.0  # every example is wrong ...
+        out[y == 1, 1] += 10.0          # ... except those of class 1
+        if rank == 0:
+            out[y == 2, 2] += 10.0      # and class 2 on rank 0
+        outs.append(out)
+    return outs, y
+
+
+def _table_worker(rank: int, port: int, out_dir: str, fill: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from modules.fptt import FPTTSequenceModel
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        model = FPTTSequenceModel(cell="gru", hidden_size=2, task="classification", num_classes=3,
+                                  input_shape=(6, 1), parts=3, soft_targets="adaptive", soft_table_fill=fill)
+        outs, y = _rank_outputs(rank)
+        model._update_soft_table(outs, y)
+        torch.save(model.soft_table.clone(), Path(out_dir) / f"table{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fill", ["first", "mean"])
+def test_soft_table_under_ddp_is_the_table_of_the_ranks_batches_in_rank_order(tmp_path, fill):
+    """Under 2-rank gloo DDP both ranks hold the table the single-process update gives on rank 0's batch followed
+    by rank 1's: "first" takes rank 0's example of class 0 and rank 1's of class 2."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from modules.fptt import FPTTSequenceModel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_table_worker, args=(port, str(tmp_path), fill), nprocs=2, join=True)
+    single = FPTTSequenceModel(cell="gru", hidden_size=2, task="classification", num_classes=3, input_shape=(6, 1),
+                               parts=3, soft_targets="adaptive", soft_table_fill=fill)
+    (o0, y0), (o1, y1) = _rank_outputs(0), _rank_outputs(1)
+    single._update_soft_table([torch.cat([a, b]) for a, b in zip(o0, o1)], torch.cat([y0, y1]))
+    for rank in (0, 1):
+        table = torch.load(tmp_path / f"table{rank}.pt", weights_only=True)
+        assert torch.allclose(table, single.soft_table, atol=1e-6), rank
+    assert torch.count_nonzero(single.soft_table[:2, 1]) == 0  # class 1 never misclassified: still zeros
+    assert torch.count_nonzero(single.soft_table[:2, 2]) > 0
