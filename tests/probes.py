@@ -41,6 +41,9 @@ class NaNInjector(pl.Callback):
         self.at_step = at_step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        only = os.environ.get("NAN_RANK")  # under DDP: inject on this rank only
+        if only is not None and trainer.global_rank != int(only):
+            return
         if trainer.global_step == self.at_step:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
@@ -64,3 +67,34 @@ class DataProbe(pl.Callback):
         with open(os.path.join(self.out_dir, f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump({"rank": trainer.global_rank, "world_size": trainer.world_size,
                        "samples": self.samples, "metrics": metrics}, f)
+
+
+class Poison(pl.Callback):
+    """Writes NaN/inf into the module at a chosen point, to test what the NonFiniteLossGuard lets reach disk.
+
+    ``what``: ``running_var`` (the first BatchNorm's running variance: the training loss stays finite, the
+    evaluation output does not) or ``param`` (the first parameter). ``when``: ``train_epoch_end`` (after the
+    epoch's last step, before its checkpoint) or ``train_epoch_start``.
+    """
+
+    def __init__(self, at_epoch: int = 1, what: str = "running_var", when: str = "train_epoch_end",
+                 value: float = float("inf")) -> None:
+        self.at_epoch, self.what, self.when, self.value = at_epoch, what, when, value
+
+    def _poison(self, trainer, pl_module) -> None:
+        if trainer.current_epoch != self.at_epoch:
+            return
+        with torch.no_grad():
+            if self.what == "running_var":
+                bn = next(m for m in pl_module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+                bn.running_var.fill_(self.value)
+            else:
+                next(pl_module.parameters()).fill_(self.value)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.when == "train_epoch_start":
+            self._poison(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.when == "train_epoch_end":
+            self._poison(trainer, pl_module)

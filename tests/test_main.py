@@ -53,10 +53,34 @@ def test_quickstart_run_layout_wandb_and_rerun(runs_root, capsys):
     out = capsys.readouterr().out
     assert "Efficiency report (fit_end)" in out
     assert f"wandb sync {offline[0]}" in out
+    # one end-of-run sync hint (wandb's own is kept quiet), naming `wandb login` where no credentials exist
+    assert out.count("wandb sync") == 1 and "wandb login" in out
+    # the final metrics in plain JSON and the run's identity with its W&B id
+    metrics = json.loads((run_dir / "metrics" / "fit.json").read_text())
+    assert metrics["metrics"]["val/acc1"] == pytest.approx(float(run.summary["val/acc1"]))
+    assert json.loads((run_dir / "run.json").read_text())["wandb_id"] == run.id
     wandb.finish()
-    # running again in the same place never fails because config.yaml exists
-    cli_main(quick_args(runs_root))
-    assert len(glob.glob(str(run_dir / "wandb" / "offline-run-*"))) == 2
+
+
+def test_rerun_refuses_then_overwrite_moves_the_old_run_aside(runs_root, capsys):
+    """A plain rerun never overwrites a run's checkpoint: it refuses; --overwrite moves the old run aside."""
+    cli_main(quick_args(runs_root, "--trainer.limit_train_batches=2", "--model.init_args.log_images=false"))
+    wandb.finish()
+    run_dir = Path(runs_root) / "quickstart"
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(quick_args(runs_root, "--trainer.limit_train_batches=2"))
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert str(run_dir) in err and "--ckpt_path last" in err and "--run_name" in err and "--overwrite" in err
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert len(glob.glob(str(run_dir / "wandb" / "offline-run-*"))) == 1  # the refused run wrote nothing
+    cli_main(quick_args(runs_root, "--trainer.limit_train_batches=2", "--overwrite=true",
+                        "--model.init_args.log_images=false"))
+    aside = glob.glob(str(Path(runs_root) / "quickstart.old-*"))
+    assert len(aside) == 1
+    assert (Path(aside[0]) / "checkpoints" / "last.ckpt").read_bytes() == before  # kept, never deleted
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_checkpointing_off_trains_without_the_default_checkpoint(runs_root):
@@ -154,7 +178,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(runs_roo
                             "--trainer.callbacks.at_step=30", epochs=3))
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "loss became nan" in err and "global step 30" in err and "last.ckpt" in err
+    assert "became NaN or infinite, first at global step 30" in err and "last.ckpt" in err
     ckpt = torch.load(Path(runs_root) / "quickstart" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 23  # the end of epoch 1: the last good state
     assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point())
@@ -184,6 +208,7 @@ def test_missing_dataset_dir_gives_clear_error(tmp_path, runs_root, capsys):
                   f"--data.init_args.data_dir={missing}", "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu"])
     assert exc.value.code == 1
     assert str(missing) in capsys.readouterr().err
+    assert not glob.glob(str(Path(runs_root) / "**" / "offline-run-*"), recursive=True)  # no W&B run was made
 
 
 def test_checkpoint_of_another_architecture_gives_clear_error(runs_root, capsys):
