@@ -46,6 +46,7 @@ from nets.registry import resolve_net
 from nets.resize import ResizeError, conv_widths, resize_to_state_dict
 
 PRUNING_KEY = "l1_filter_pruning"  # the checkpoint entry callbacks/l1_filter_pruning.py writes
+PRUNED_MARK = "_l1_filter_pruning_state"  # set on a narrowed module: that callback then never prunes it again
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -160,6 +161,7 @@ class ImageClassifier(pl.LightningModule):
             return  # pruned some other submodule: only its own callback knows how to rebuild it
         widths = {k[len("net."):] if target == "" and k.startswith("net.") else k: int(v)
                   for k, v in (state.get("widths") or {}).items()}
+        self.__dict__[PRUNED_MARK] = {**state, "pruned": True}
         if conv_widths(self.net) == widths:
             return  # built pruned already (e.g. the widths are in net_kwargs)
         try:

@@ -316,6 +316,11 @@ def test_pruned_registry_net_loads_without_the_callback(tmp_path, monkeypatch):
     val = _trainer(tmp_path).validate(ImageClassifier(**small), loader, ckpt_path=tmp_path / "pruned.ckpt",
                                       weights_only=True, verbose=False)[0]
     assert val["val/loss"] == pytest.approx(want_loss, abs=1e-6)
+    monkeypatch.undo()
+    # fine-tuning the reloaded module with the pruning callback in the Trainer does not prune it a second time
+    trainer = _trainer(tmp_path, callbacks=[L1FilterPruning(ratios={"features.0": 0.5})], limit_val_batches=0)
+    trainer.fit(loaded.train(), loader)
+    assert loaded.net.features[0].out_channels == 4
 
 
 class TinyNet(nn.Module):
