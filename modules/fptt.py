@@ -1,8 +1,10 @@
 """FPTT: Forward Propagation Through Time (Kag & Saligrama, ICML 2021), by manual optimisation over windows.
 
 REFERENCE.md section 6.2. A sequence of length T is cut into P = ``parts`` windows of floor(T/P) steps plus one
-remainder window if any (``window_bounds``; the release's split, which takes the remainder as one more window);
-the state is detached at each boundary. Every parameter tensor W has a running average W_bar (initialised to W at
+remainder window if any (``window_bounds``; the release's split, which takes the remainder as one more window --
+the release clips that window to floor(T/P) steps, which only matters when the remainder is longer than
+floor(T/P), never in the recipes; here it always holds all remaining steps); the state is detached at each
+boundary. Every parameter tensor W has a running average W_bar (initialised to W at
 the start of training) and a gradient memory lambda (0). For each window p:
 
 1. one optimizer step (``inner_steps`` for language modelling) on  l_p(W) + R(W),
