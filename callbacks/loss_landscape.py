@@ -2,7 +2,7 @@
 
 H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018
 (REFERENCE.md section 3). Drop-in Lightning callback: imports only torch, lightning, numpy, tqdm and, lazily,
-scipy (Hessian eigenvalues) and matplotlib (plots, in ``callbacks/loss_landscape_plots.py``).
+scipy (Hessian eigenvalues) and matplotlib (plots, in ``loss_landscape_plots.py`` beside this file).
 
 What it computes, around the model's own weights theta* (all written to ``out_dir``):
 
@@ -35,10 +35,14 @@ What it computes, around the model's own weights theta* (all written to ``out_di
 
 Evaluation: ``eval()`` mode (BN running statistics, no dropout), no gradient, mean cross-entropy (or ``mse`` of
 the softmax against one-hot labels, the reference's alternative) and top-1 accuracy in percent, over the whole
-``split`` (``train`` by default, as in the paper) **without augmentation**: a datamodule with an
-``eval_transform()`` method (the CIFAR datamodules) has that transform put on a shallow copy of the split's
-dataset; a split whose transform contains a ``Random*`` transform and no ``eval_transform()`` is refused. A
-datamodule may also define ``landscape_dataset(split)`` to hand over the exact dataset. Batches are cached on
+evaluation data **without augmentation**. The data is, in this order: the ``data`` argument (a ``DataLoader`` or
+a ``Dataset``, used as given); a DataModule's ``landscape_dataset(split)``; its ``<split>_set`` attribute (a
+datamodule with an ``eval_transform()`` method, like this project's CIFAR ones, has that transform put on a
+shallow copy; a ``Random*`` transform without ``eval_transform()`` is refused); its ``<split>_dataloader()``;
+or, without a DataModule, the dataloaders given to ``trainer.fit``/``trainer.validate`` (``split`` is
+``train`` by default, as in the paper). A dataloader's dataset is re-read in order with its collate function.
+The data, scipy (for ``hessian_grid``) and the plots are checked when the run starts (``setup``, or
+``on_train_start`` for plain dataloaders), never only after training. Batches are cached on
 the model's device when they fit in ``cache_gb`` (in-memory ``TensorDataset``s are sliced directly), so every
 grid point costs one forward pass over the data plus one weight update.
 
@@ -49,6 +53,18 @@ evaluates its points over the whole split, and the results are summed across ran
 Exactness: the weights, buffers, gradients and per-module train/eval flags are snapshotted before anything runs
 and copied back afterwards (also on error): the model is bit-identical after the callback. Grid values within
 1e-12 of the span of zero are snapped to exactly 0, so the surface centre is exactly the model's own loss.
+
+In any Lightning project (this file copied alone; ``loss_landscape_plots.py`` beside it for PNGs)::
+
+    from loss_landscape import LossLandscape
+    trainer = L.Trainer(callbacks=[LossLandscape(x_grid="-1:1:21", y_grid="-1:1:21")])
+    trainer.fit(model, datamodule=dm)                         # or train/val DataLoaders
+    trainer.validate(model, datamodule=dm, ckpt_path="last")  # a saved checkpoint's landscape
+
+Plots (``plot=None``, the default): PNGs when ``loss_landscape_plots.py`` and matplotlib import; otherwise only the
+``.npz`` files, and setup says once what is missing. ``plot=True`` makes setup fail instead; ``plot=False``
+writes no PNGs. Files read by the callback (``interpolate_to``, trajectory checkpoints, ``dir_file``) are loaded
+with ``torch.load(weights_only=True)``; ``trust_checkpoint=True`` is the opt-in for files that need more.
 
 When: ``run_on="both"`` (default) runs at the end of training (``on_train_end``: before Lightning's teardown,
 so the model is still on its device and the process group alive) and at the end of ``trainer.validate``, which

@@ -40,9 +40,13 @@ the forward; R/SR: the stored weights are on the grid). BC's forward hooks stay 
 later ``trainer.test`` or a direct call also computes with Q_d(w^r); ``detach()`` removes them.
 ``export_state_dict(pl_module)`` returns the model with the quantized layers bit-packed (1 bit per binary weight,
 2 per ternary, k per k-bit), which the project's ``EfficiencyReport`` uses for its export size;
-``unpack_export`` / ``load_export`` turn it back into a plain state dict / model. Checkpoints for resuming
-(``--ckpt_path``) keep the model's own state-dict keys, with BC's float buffers, and this callback's state
-(settings, layer names, per-layer scales, the generator state).
+``unpack_export`` / ``load_export`` turn it back into a plain state dict / model (the plain net or the
+LightningModule: the ``model.``-style prefix is stripped or added; files are read with ``weights_only=True``).
+Checkpoints for resuming (``ckpt_path``) keep the model's own state-dict keys, with BC's float buffers, and this
+callback's state (settings, layer names, per-layer scales, the generator state) under a ``state_key`` that holds
+the method, grid and layer selection, so several instances (say binary convs and 8-bit linears) share a Trainer;
+their layer selections must not overlap. ``trainer.validate/test(ckpt_path=...)`` reuse the saved per-layer scales
+when the settings match.
 
 Example::
 
