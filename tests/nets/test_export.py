@@ -339,3 +339,44 @@ def test_export_check_fails_loudly_beyond_the_tolerance(tmp_path):
 
     with pytest.raises(ExportError, match="export check failed.*tolerance"):
         export_module(Noisy(), tmp_path / "n.pt2", "pt2", example_input=torch.zeros(1, 4))
+
+
+# ---------------------------------------------------------------------------------------------- nets x callbacks (slow)
+def _structural(kind: str, net: str) -> list:
+    from callbacks.l1_filter_pruning import L1FilterPruning
+
+    if kind == "pruned":
+        preset = {"vgg16": "vgg16_a", "resnet56": "resnet56_b"}.get(net)
+        return [L1FilterPruning(preset=preset) if preset else L1FilterPruning(ratios={"layer1.*.conv1": 0.5})]
+    if kind == "bc":
+        return [_qt(method="bc", grid="binary", delta=0.05)]
+    return [_qt(method="r", grid="uniform", bits=8, delta=0.5)]
+
+
+CALLBACK_MATRIX = [("vgg16", "pruned"), ("resnet56", "pruned"), ("resnet20", "pruned"), ("resnet20", "bc"),
+                   ("resnet20", "8bit"), ("wrn56_2", "bc"), ("resnet10_xxxs", "8bit"), ("wsresnet18", "bc"),
+                   ("resnet32_global", "8bit"), ("si_irnet", "bc")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("net", "kind"), CALLBACK_MATRIX, ids=[f"{n}-{k}" for n, k in CALLBACK_MATRIX])
+def test_structural_callbacks_export_on_registry_nets(net, kind, tmp_path):
+    from modules.image_classifier import ImageClassifier
+
+    shape = tuple(_image_input(net).shape[1:])
+
+    def module() -> pl.LightningModule:
+        return ImageClassifier(net, num_classes=4, input_shape=shape, log_images=False)
+
+    trained = module()
+    ckpt = _fit(trained, _structural(kind, net), tmp_path, steps=1)
+    summary = export_checkpoint(module(), _structural(kind, net), ckpt, "onnx")
+    assert summary["max_rel_error"] <= DEFAULT_TOLERANCE
+    if kind != "pruned":
+        assert summary["int8_weights"] > 0 and summary["integer_execution"] is False
+    trained.eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        (got,) = run_onnx(onnxruntime_session(summary["path"]), (x,))
+        ref = trained(x)
+    assert float((got - ref).abs().max()) <= 1e-4 * float(ref.abs().max()) + 1e-6
