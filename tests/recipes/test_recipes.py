@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import importlib
 import os
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from main import cli_main
+from main import cli_main, load_checkpoint
 from tests import fakedata
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml"))
 SMOKE = str(REPO / "tests" / "recipes" / "smoke.yaml")
-SMOKE_SECONDS = 120  # time cap per recipe on 2 CPU cores
 # SMOKE_ACCELERATOR=gpu runs the same smoke steps on a GPU in each recipe's own precision (bf16-mixed where it
 # asks for it), e.g. `SMOKE_ACCELERATOR=gpu python -m pytest tests/recipes -k smoke_run -n 8`
 SMOKE_ACCELERATOR = os.environ.get("SMOKE_ACCELERATOR", "cpu")
@@ -97,12 +95,12 @@ def test_recipe_smoke_run(recipe, fake_data_dirs, tmp_path):
     if ((config.get("model") or {}).get("init_args") or {}).get("student_ckpt"):
         # DiSK's CE-student stage, likewise (loading it is tested in tests/modules/test_disk.py)
         args.append("--model.init_args.student_ckpt=null")
-    start = time.perf_counter()
     cli = cli_main(args)
-    elapsed = time.perf_counter() - start
     assert cli.trainer.global_step == 1
     assert cli.trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed == 1
-    assert elapsed < SMOKE_SECONDS, f"{recipe.name} smoke run took {elapsed:.0f} s"
+    # every checkpoint a recipe writes loads weights-only (no pickled code), with its finiteness record
+    for ckpt in (tmp_path / "runs").rglob("*.ckpt"):
+        assert load_checkpoint(ckpt)["nonfinite_guard"]["finite"] is True, ckpt
 
 
 STUDENT_CHAINS = [p for p in RECIPES if "student_ckpt:" in p.read_text()]
