@@ -1,6 +1,7 @@
 """EfficiencyReport: parameters, MACs, FLOPs, latency, training memory and sizes of a model.
 
-Drop-in Lightning callback (imports only torch and lightning). Counting conventions (REFERENCE.md section 15.1):
+Drop-in Lightning callback (imports only torch and lightning; onnx, onnxruntime and onnxscript only when
+``deployed_latency=True``). Counting conventions (REFERENCE.md section 15.1):
 
 * ``li2017``: multiply-accumulates of ``Conv*d`` and ``Linear`` layers only, per input, as in Li et al.,
   "Pruning Filters for Efficient ConvNets" (ICLR 2017): n_out * n_in/groups * k^2 * H_out * W_out per conv and
@@ -18,6 +19,11 @@ Example::
 A technique that changes the exported form of the model (e.g. packed low-bit weights) exposes
 ``export_state_dict(pl_module) -> dict`` on the LightningModule or on any of the trainer's callbacks; the
 report measures the serialised size of that instead of the plain ``state_dict``.
+
+Deployed latency (opt-in, ``deployed_latency=True``): the model is exported to ONNX (dynamic batch) and timed in
+onnxruntime's CPU provider at batch 1 and at ``batch_size``: ``deployed_warmup`` untimed calls, then the median
+and interquartile range of ``deployed_repeats`` timed calls, with ``deployed_threads`` intra-op threads (stated
+in the table), beside the eager latency, the counts and the ONNX file's size.
 """
 
 from __future__ import annotations

@@ -190,3 +190,30 @@ def test_time_calls_counts_and_orders_its_statistics():
     with pytest.raises(ValueError, match="repeats"):
         time_calls(lambda: None, repeats=0)
 
+
+
+DROPIN_DEPLOYED = '''
+import sys
+import torch
+from efficiency_report import EfficiencyReport
+from foreign_project import LitClassifier, MiniVGG
+
+EfficiencyReport(convention="all")
+assert "onnxruntime" not in sys.modules and "onnx" not in sys.modules, "imported without deployed_latency"
+model = LitClassifier(MiniVGG(num_classes=10, widths=(8, 16)))
+model.example_input_array = torch.zeros(1, 3, 16, 16)
+report = EfficiencyReport(convention="all", batch_size=2, latency_repeats=1, measure_memory=False,
+                          deployed_latency=True, deployed_repeats=2, deployed_warmup=1)
+numbers = report.measure(model)
+assert numbers.deployed_latency_batch1_s > 0 and numbers.deployed_latency_batch_s > 0 and numbers.deployed_bytes > 0
+print("deployed ok", numbers.deployed_threads)
+'''
+
+
+@pytest.mark.slow  # a fresh interpreter plus an ONNX export: the in-process test above is the default tier's
+def test_deployed_latency_works_with_the_file_copied_alone(tmp_path):
+    from tests.dropin.foreign import run_python, write_project
+
+    root = write_project(tmp_path, copy=["callbacks/efficiency_report.py"])
+    proc = run_python(root, DROPIN_DEPLOYED, timeout=200)
+    assert "deployed ok 1" in proc.stdout
