@@ -1089,3 +1089,6 @@ if __name__ == "__main__":
     import main as _main
 
     _main.cli_main()
+    _wandb = sys.modules.get("wandb")
+    if _wandb is not None and _wandb.run is not None:
+        _wandb.finish()  # now, with the run's quiet settings (an exit-time finish prints wandb's own sync hint)
