@@ -101,3 +101,29 @@ def test_max_length_above_the_model_limit(tiny):
     with pytest.raises(EncoderLoadError) as err:
         TextClassifier(model_path=tiny["model"], num_classes=2, input_shape=(128,))  # the tiny BERT has 64 positions
     assert "128" in str(err.value) and "64" in str(err.value) and err.value.user_facing
+
+
+def test_a_loaded_encoder_module_instead_of_a_path(tiny, tmp_path):
+    """TextClassifier takes an already loaded encoder nn.Module; it is not stored in the hyperparameters (they
+    hold no model_path for it either), so load_from_checkpoint takes it again and rebuilds the cut network."""
+    from nets.searchable_encoder import load_pretrained_encoder
+
+    torch.manual_seed(0)
+    model = TextClassifier(encoder=load_pretrained_encoder(tiny["model"]), num_classes=2, input_shape=(16,),
+                           arch=ARCH)
+    assert model.hparams["model_path"] is None and "encoder" not in model.hparams
+    assert sorted(model.net.layers) == ["0", "2", "3"]
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "enc.ckpt")
+    assert "encoder" not in torch.load(tmp_path / "enc.ckpt", weights_only=True)["hyper_parameters"]
+    with pytest.raises(EncoderLoadError, match=r"load_from_checkpoint\(path, encoder="):
+        TextClassifier.load_from_checkpoint(tmp_path / "enc.ckpt")
+    loaded = TextClassifier.load_from_checkpoint(tmp_path / "enc.ckpt",
+                                                 encoder=load_pretrained_encoder(tiny["model"])).eval()
+    ids, mask = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask), model.eval()(ids, mask))
+    with pytest.raises(EncoderLoadError, match="above the limit of the encoder given"):
+        TextClassifier(encoder=load_pretrained_encoder(tiny["model"]), num_classes=2, input_shape=(128,))
