@@ -1,27 +1,11 @@
-"""benchmarks/prune_glyphs.py and benchmarks/dcl_glyphs.py: one tiny seed through Lightning, the pruning going
-through the real L1FilterPruning callback, and resumable output files."""
+"""benchmarks/dcl_glyphs.py: tiny seeds through Lightning, and resumable output files (the prune_glyphs part moved
+to studies/prune_glyphs.yaml, tested in tests/studies/test_prune_glyphs_study.py)."""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks import dcl_glyphs, prune_glyphs
-
-
-def test_prune_glyphs_tiny_seed_prunes_by_the_stage_ratios_and_resumes(tmp_path):
-    out = tmp_path / "prune.json"
-    argv = ["--seeds", "0", "--epochs", "1", "--retrain-epochs", "1", "--train-size", "64", "--test-size", "32",
-            "--stage-ratios", "0.6", "0.3", "0.1", "--out", str(out)]
-    data = prune_glyphs.main(argv)
-    (run,) = data["runs"]
-    # ResNet-20 first convs of widths 16 / 32 / 64 keep floor(w * (1 - ratio)) filters
-    assert run["block_widths"] == [6] * 3 + [22] * 3 + [57] * 3
-    removed = {f"layer{s}.{b}.conv1": n for s, n in ((1, 10), (2, 10), (3, 7)) for b in range(3)}
-    assert run["removed_filters"] == removed
-    assert run["pruned_macs"] == run["scratch_macs"] < 0.75 * run["baseline_macs"]
-    assert "Seeds finished: 1 of 1." in out.with_suffix(".md").read_text()
-    again = prune_glyphs.main(argv)  # the finished seed is skipped, not retrained
-    assert again["runs"] == json.loads(out.read_text())["runs"] and len(again["runs"]) == 1
+from benchmarks import dcl_glyphs
 
 
 def test_dcl_glyphs_tiny_runs_record_multipliers_and_gap(tmp_path):
