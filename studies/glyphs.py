@@ -13,11 +13,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sized
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
-
-import lightning.pytorch as pl
 
 
 class StreamShuffleSampler(Sampler[int]):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 import lightning.pytorch as pl
+import torch
 
 
 class TestAccuracyAtStart(pl.Callback):

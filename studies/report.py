@@ -95,9 +95,10 @@ def decide(claim: Claim, a: dict[int, float], b: dict[int, float], seeds_a: tupl
 
 def commit() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+                               text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     return (sha or "unknown") + (" (with uncommitted changes)" if dirty else "")
@@ -152,7 +153,7 @@ def build(study: Study, runs_root: str | Path) -> dict[str, Any]:
     return {
         "study": study.name, "file": str(study.path), "header": study.header, "metrics": metrics, "claims": claims,
         "runs_finished": done, "runs_total": len(runs), "timing": timing(study, runs_root), "commit": commit(),
-        "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "runs_root": str(root),
     }
 
@@ -178,7 +179,7 @@ def markdown(study: Study, r: dict[str, Any]) -> str:
     lines += ["## Metrics", "",
               "| metric | grid point | mean [95% CI] | n | per seed |" + (" previous |" if has_prev else ""),
               "|---|---|---|---|---|" + ("---|" if has_prev else "")]
-    for name, m in r["metrics"].items():
+    for m in r["metrics"].values():
         for pt, v in m["points"].items():
             ci = (f"{_fmt(v['mean'])} [{_fmt(v['low'])}, {_fmt(v['high'])}]" if "low" in v
                   else _fmt(v.get("mean")))
@@ -188,7 +189,7 @@ def markdown(study: Study, r: dict[str, Any]) -> str:
     if has_prev and h.get("previous_source"):
         lines += ["", f"Previous: {str(h['previous_source']).strip()}"]
     lines += ["", "## Claims (margins fixed before running)", ""]
-    for name, c in r["claims"].items():
+    for c in r["claims"].values():
         for pt, d in c["points"].items():
             tag = " (primary)" if c["primary"] else ""
             where = f" at {pt}" if pt else ""
@@ -204,8 +205,8 @@ def markdown(study: Study, r: dict[str, Any]) -> str:
               + ("" if len(r["runs_finished"]) == r["runs_total"] else " **Incomplete.**"),
               "", "Command:", "", "```", str(h.get("command", f"python -m studies run {r['file']}")).strip(), "```",
               "", f"Commit: {r['commit']}  ", f"Machine: {r['machine']}  ",
-              f"Time of all steps of the finished and partial runs: {t['wall_s'] / 60:.1f} min wall, "
-              f"{t['cpu_s'] / 60:.1f} min CPU (process time, all threads)  ", f"Date: {r['date']}", ""]
+              (f"Time of all steps of the finished and partial runs: {t['wall_s'] / 60:.1f} min wall, "
+               f"{t['cpu_s'] / 60:.1f} min CPU (process time, all threads)  "), f"Date: {r['date']}", ""]
     for plot in r.get("plots", []):
         lines += [f"![{plot['title']}]({plot['file']})", ""]
     return "\n".join(lines)

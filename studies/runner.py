@@ -219,7 +219,7 @@ def _record_timing(run_dir: Path, step: str, wall: float, cpu: float, ok: bool) 
     except (OSError, json.JSONDecodeError):
         return
     data.setdefault("steps", []).append({"step": step, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "ok": ok,
-                                         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                                         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     path.write_text(json.dumps(data, indent=1))
 
 

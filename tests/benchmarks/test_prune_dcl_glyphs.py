@@ -3,8 +3,6 @@ to studies/prune_glyphs.yaml, tested in tests/studies/test_prune_glyphs_study.py
 
 from __future__ import annotations
 
-import json
-
 from benchmarks import dcl_glyphs
 
 

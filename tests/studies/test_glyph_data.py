@@ -33,7 +33,7 @@ def test_stream_sampler_replays_a_seeded_shuffling_loader_and_any_epoch_alone() 
 def test_pooled_glyphs_shapes_and_determinism() -> None:
     dm = PooledGlyphsDataModule(train_size=60, test_size=30, pool=4, batch_size=16)
     dm.setup()
-    x, y = next(iter(dm.train_dataloader()))
+    x, _ = next(iter(dm.train_dataloader()))
     assert dm.input_shape == (1, 8, 8) and x.shape == (16, 1, 8, 8) and dm.num_classes == 10
     again = PooledGlyphsDataModule(train_size=60, test_size=30, pool=4, batch_size=16)
     again.setup()

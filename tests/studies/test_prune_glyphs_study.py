@@ -46,6 +46,11 @@ def test_prune_glyphs_tiny(tmp_path: Path) -> None:
     # the accuracy right after pruning is measured once, before any retraining step
     start = report["metrics"]["pruned_acc_no_retrain"]["points"][""]["per_seed"]
     assert set(start) == {"0", "1"} and all(0 <= v <= 100 for v in start.values())
-    widths = json.loads((runs / "prune_glyphs/pruned/seed0/run.json").read_text())
-    assert widths["identity"]["init_from"].endswith("prune_glyphs/baseline/seed0/checkpoints/last.ckpt")
+    run = json.loads((runs / "prune_glyphs/pruned/seed0/run.json").read_text())
+    assert run["identity"]["init_from"].endswith("prune_glyphs/baseline/seed0/checkpoints/last.ckpt")
+    # ResNet-20 first convs of widths 16 / 32 / 64 keep floor(w * (1 - ratio)) filters at 60 / 30 / 10%
+    from main import load_checkpoint
+
+    ckpt = load_checkpoint(runs / "prune_glyphs/pruned/seed1/checkpoints/last.ckpt")
+    assert ckpt["hyper_parameters"]["net_kwargs"]["block_widths"] == [6] * 3 + [22] * 3 + [57] * 3
     assert (tmp_path / "results/prune_glyphs.png").is_file()

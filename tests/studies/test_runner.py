@@ -7,6 +7,8 @@ ends with the metrics of the uninterrupted runs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -16,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from benchmarks.seeds import compare
-
 from tests.studies.tiny import REPO, metrics, studies, tiny_study
 
 RUNS = ("first/seed0", "first/seed1", "second/seed0", "second/seed1")
@@ -38,7 +39,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     os.chdir(REPO)
     try:
         study = tiny_study(tmp / "tiny.yaml")
-        assert studies("run", study, "--runs-root", tmp / "runs", "--launcher", "debug") == 0
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = studies("run", study, "--runs-root", tmp / "runs", "--launcher", "debug")
+        assert rc == 0, err.getvalue()[-3000:]
     finally:
         os.chdir(old)
     return study, tmp / "runs"
@@ -114,7 +118,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(finished: tuple[Path,
     env = {**os.environ, "STUDIES_TEST_EXIT_AT_EPOCH": "1", "STUDIES_TEST_LOG": str(log), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "studies", "run", str(study), "--runs-root", str(tmp_path / "runs"), "--jobs", "2",
-         "--launcher", "local"], cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
+         "--launcher", "local"], cwd=REPO, env=env, capture_output=True, text=True, timeout=200,
+        check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     root = tmp_path / "runs" / "tiny"
     assert "blocked: upstream run first/seed0" in proc.stderr
