@@ -280,7 +280,7 @@ class _CIFARDataModule(BaseDataModule):
         if self.device_resident:
             return self._device_loader("train", train=True)
         loader = super().train_dataloader()
-        if not self.hparams.device_resident:  # the default: the worker pipeline as it always was
+        if not self.hparams.get("device_resident", False):  # the default: the worker pipeline as it always was
             return loader
         return _WorkerFallbackLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
                                      num_workers=loader.num_workers, pin_memory=loader.pin_memory,
