@@ -17,7 +17,13 @@ Example (YAML)::
           class_path: torch.optim.lr_scheduler.MultiStepLR
           init_args: {milestones: [80, 120], gamma: 0.1}
 
-``num_classes`` and ``input_shape`` are linked from the datamodule by main.py.
+``num_classes`` and ``input_shape`` are linked from the datamodule by main.py. Your own network class works the
+same way (LightningCLI builds it; the hyperparameters keep this description, so ``load_from_checkpoint`` rebuilds
+it)::
+
+        net:
+          class_path: my_project.nets.MiniVGG
+          init_args: {num_classes: 10}
 
 In Python, pass your own network (any ``nn.Module`` mapping images to logits)::
 
