@@ -143,7 +143,7 @@ def instantiate_class_path(spec: Mapping[str, Any], arg: str = "net") -> nn.Modu
             f"the net importable, or pass the net itself ({arg}=MyNet(...))."
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"{arg}: class_path {path!r} is not an nn.Module subclass")
+        raise TypeError(f"{arg}: class_path {path!r} is not an nn.Module subclass")
     kwargs = {k: (instantiate_class_path(v, f"{arg}.init_args.{k}") if isinstance(v, Mapping) and "class_path" in v
                   else v) for k, v in dict(spec.get("init_args") or {}).items()}
     return cls(**kwargs)

@@ -439,6 +439,6 @@ def test_resume_matches_the_uninterrupted_run(tmp_path, which, accumulate, preci
     pl.seed_everything(0)
     resumed = make()
     trainer(3).fit(resumed, loader(), ckpt_path=tmp_path / "one.ckpt")
-    tol = dict(rtol=1e-5, atol=1e-6) if precision == "32-true" else dict(rtol=2e-2, atol=2e-2)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if precision == "32-true" else {"rtol": 2e-2, "atol": 2e-2}
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k].float(), v.float(), **tol, msg=k)
