@@ -303,6 +303,10 @@ def _graph_notes(base: dict[str, float], cand: dict[str, float], mac_gain: float
                             if k not in MAC_OPS and _category(k) == category)[:80]
             notes.append(f"{us / total_c:.0%} of the candidate's time is {category} work without MACs ({ops}); "
                          f"{REMEDIES[category]} would remove most of it")
+    if mac_op_gain is not None and mac_op_gain / mac_gain > 1.2:
+        notes.append(f"the MAC-bearing operators gain more than the MACs (x{mac_op_gain:.2f} for x{mac_gain:.2f}): "
+                     "the candidate's narrower layers run at a higher MAC rate (their weights and activations fit "
+                     "the caches better)")
     if not notes:
         notes.append("the time follows the MACs: the MAC-bearing operators dominate and gain in proportion")
     return {"top_ops_candidate_us": {k: round(v, 1) for k, v in top},
