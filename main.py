@@ -737,8 +737,9 @@ class RecipeTrainer(pl.Trainer):
             raise RecipeError("export needs --ckpt_path: a .ckpt file, or `last` for this run's last.ckpt.")
         summary = export_checkpoint(model, list(self.callbacks), ckpt_path, fmt=format, out=out,
                                     overwrite=self.export_overwrite)
-        for key, value in summary.items():
-            print(f"{key}: {value}")
+        from nets.export import format_summary
+
+        print(format_summary(summary))
         return summary
 
 

@@ -66,7 +66,7 @@ BASELINE_OF = {
 def report(recipe: str, tmp: Path) -> dict[str, Any]:
     """The numbers ``python main.py report --config recipes/<recipe>.yaml --convention all`` prints, plus the
     element-wise multiply-adds of the model's Global/SI layers."""
-    from benchmarks.global_latency import elementwise_macs
+    from benchmarks.deploy_latency import elementwise_macs
     from main import cli_main
 
     out = tmp / f"{recipe}.json"
