@@ -7,10 +7,10 @@ Importing the package imports every module in it, so each family registers itsel
 import importlib
 import pkgutil
 
-from .registry import create_net, instantiate_class_path, list_nets, register_net, resolve_net
+from .registry import create_net, list_nets, register_net
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":
         importlib.import_module(f"{__name__}.{_module.name}")  # registration side effects
 
-__all__ = ["create_net", "instantiate_class_path", "list_nets", "register_net", "resolve_net"]
+__all__ = ["create_net", "list_nets", "register_net"]
