@@ -95,8 +95,8 @@ class VAENet(nn.Module):
         if tuple(x.shape[1:]) != self.input_shape:
             raise InputShapeError(
                 f"VAENet was built for inputs of shape {self.input_shape} (channels first, no batch) but got a batch "
-                f"of shape {tuple(x.shape)}; set the model's input_shape to the data's (main.py links it from the "
-                f"datamodule) or resize/pad the data"
+                f"of shape {tuple(x.shape)}; build it with input_shape equal to the data's (channels, height, width) or "
+                f"resize/pad the data"
             )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

