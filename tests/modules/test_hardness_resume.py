@@ -91,6 +91,8 @@ def test_stop_and_resume_equals_the_uninterrupted_run(make, extra, tmp_path):
                 torch.testing.assert_close(s_res[key], s_full[key])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # three DDP runs of up to 360 s each
 def test_osp_under_ddp_stop_and_resume_equals_the_uninterrupted_run(tmp_path):
     """2-rank DDP (gloo) through main.py: OSP stopped after one epoch and resumed with ``--ckpt_path last`` ends
     with the same net, multipliers and slacks as two uninterrupted epochs."""
@@ -103,9 +105,9 @@ def test_osp_under_ddp_stop_and_resume_equals_the_uninterrupted_run(tmp_path):
             "--data.init_args.num_classes=4", "--data.init_args.train_size=64", "--data.init_args.test_size=16",
             "--data.init_args.batch_size=8", "--trainer.logger=false", "--trainer.num_sanity_val_steps=0"]
     root = tmp_path / "runs"
-    run_ddp([*base, "--trainer.max_epochs=2", "--run_name=full"], root, timeout=600)
-    run_ddp([*base, "--trainer.max_epochs=1", "--run_name=part"], root, timeout=600)
-    run_ddp([*base, "--trainer.max_epochs=2", "--run_name=part", "--ckpt_path=last"], root, timeout=600)
+    run_ddp([*base, "--trainer.max_epochs=2", "--run_name=full"], root, timeout=360)
+    run_ddp([*base, "--trainer.max_epochs=1", "--run_name=part"], root, timeout=360)
+    run_ddp([*base, "--trainer.max_epochs=2", "--run_name=part", "--ckpt_path=last"], root, timeout=360)
     full, part = (torch.load(root / name / "checkpoints" / "last.ckpt", weights_only=False)
                   for name in ("full", "part"))
     assert part["global_step"] == full["global_step"] == 8  # 64 glyphs / 2 ranks / batch 8 = 4 steps per epoch

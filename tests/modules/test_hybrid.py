@@ -130,7 +130,7 @@ def test_ddp_evaluation_gathers_both_ranks(tmp_path):
         "--data.init_args.num_classes=4", "--data.init_args.train_size=16", "--data.init_args.test_size=30",
         "--data.init_args.batch_size=8", "--trainer.max_epochs=1", "--trainer.logger=false",
         "--trainer.num_sanity_val_steps=0", "--run_name=hybrid_ddp",
-    ], tmp_path / "runs", timeout=600)
+    ], tmp_path / "runs")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("Final metrics:"))
     metrics = dict(kv.split("=") for kv in line[len("Final metrics: "):].split(", "))
     assert float(metrics["val/coverage@cov70"]) == pytest.approx(0.7, abs=1e-4)
