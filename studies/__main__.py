@@ -64,8 +64,10 @@ def _main(args: argparse.Namespace) -> int:
             extra = f" (to do: {', '.join(p.todo)})" if p.state == "partial" else ""
             print(f"{p.run.key.ljust(width)}  {p.state}{extra}")
         counts = {s: sum(p.state == s for p in planned) for s in ("finished", "partial", "pending")}
+        root = runner.study_root(study, args.runs_root)
+        pid = runner.StudyLock.holder(root)
         print(f"{study.name}: {counts['finished']} finished, {counts['partial']} partial, {counts['pending']} pending "
-              f"of {len(planned)} runs under {runner.study_root(study, args.runs_root)}")
+              f"of {len(planned)} runs under {root}" + (f"; a runner (pid {pid}) is at work" if pid else ""))
         if getattr(args, "dry_run", False):
             for p in planned:
                 if p.todo:

@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from studies.spec import Run, Study, StudyError, as_cli_value
 
@@ -255,11 +255,16 @@ class LocalLauncher:
         """Runs every planned run with steps to do; returns run key -> "ok" | "failed: ..." | "blocked: ..."."""
         todo = [p for p in planned if p.todo]
         status = {p.run.key: "ok" for p in planned if not p.todo}
-        live: dict[str, tuple[Any, PlannedRun]] = {}
         folder = root / "submitit"
         root.mkdir(parents=True, exist_ok=True)
         if not (root / STUDY_MARK).is_file():
             (root / STUDY_MARK).write_text(json.dumps(_mark(study), indent=1))
+        with StudyLock(root, study):
+            return self._launch(study, planned, folder, todo, status)
+
+    def _launch(self, study: Study, planned: list[PlannedRun], folder: Path, todo: list[PlannedRun],
+                status: dict[str, str]) -> dict[str, str]:
+        live: dict[str, tuple[Any, PlannedRun]] = {}
         while todo or live:
             for p in list(todo):
                 failed_up = [u for u in p.upstream if status.get(u, "ok") != "ok"]
@@ -285,6 +290,44 @@ class LocalLauncher:
             if live:
                 time.sleep(self.poll_s)
         return status
+
+
+class StudyLock:
+    """``<study folder>/run.lock`` holds the pid of the ``run`` that launches the study's runs: a second ``run`` of
+    the same study while it lives is refused (both would start the same runs); a lock whose process is gone is
+    taken over."""
+
+    def __init__(self, root: Path, study: Study) -> None:
+        self.path, self.study = root / "run.lock", study
+
+    @staticmethod
+    def holder(root: Path) -> int | None:
+        try:
+            pid = int((root / "run.lock").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def __enter__(self) -> Self:
+        pid = self.holder(self.path.parent)
+        if pid is not None and pid != os.getpid():
+            raise StudyError(
+                f"Another `python -m studies run` (pid {pid}) is running the study {self.study.name!r} in "
+                f"{self.path.parent} (see {self.path}); two runners would start the same runs. Wait for it to end "
+                "(`python -m studies status` shows the progress), or stop that process first."
+            )
+        self.path.write_text(f"{os.getpid()}\n")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.holder(self.path.parent) == os.getpid():
+            self.path.unlink(missing_ok=True)
 
 
 def _outcome(job: Any, p: PlannedRun) -> str:

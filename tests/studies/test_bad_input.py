@@ -88,3 +88,17 @@ def test_a_bad_override_fails_before_anything_runs(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     assert "stages.second.overrides" in err and "max_epoch" in err and str(study) in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_second_runner_of_the_same_study_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    study = tiny_study(tmp_path / "tiny.yaml")
+    root = tmp_path / "runs" / "tiny"
+    root.mkdir(parents=True)
+    (root / "study.json").write_text(json.dumps({"study": "tiny", "file": str(study)}))
+    (root / "run.lock").write_text("1\n")  # a live process (init) holds the study
+    assert studies("run", study, "--runs-root", tmp_path / "runs", "--launcher", "debug") == 1
+    assert "(pid 1)" in capsys.readouterr().err
+    assert not (root / "first").exists()
+    (root / "run.lock").write_text("999999999\n")  # a runner that is gone: its lock is taken over
+    assert studies("status", study, "--runs-root", tmp_path / "runs") == 0
+    assert "at work" not in capsys.readouterr().out
