@@ -90,7 +90,7 @@ def decide(claim: Claim, a: dict[int, float], b: dict[int, float], seeds_a: tupl
                 min_seeds=claim.min_seeds, names=(claim.a, claim.b))
     met = c.non_inferior if claim.test == "non_inferior" else c.margin_met
     return {**out, "status": "met" if met else "not met", "diff": c.diff, "low": c.low, "high": c.high,
-            "n": c.n_a, "text": str(c)}
+            "n": c.n_a, "text": str(c).rsplit("; margin", 1)[0]}  # the verdict follows, by this claim's test
 
 
 def commit() -> str:
