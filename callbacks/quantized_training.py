@@ -688,7 +688,12 @@ class QuantizedTraining(pl.Callback):
         if not path or trainer.state.fn == "fit" or path == self._evaluated_ckpt or not os.path.isfile(path):
             return
         self._evaluated_ckpt = path
-        states = torch.load(path, map_location="cpu", weights_only=True).get("callbacks") or {}
+        try:
+            states = torch.load(path, map_location="cpu", weights_only=True).get("callbacks") or {}
+        except pickle.UnpicklingError:
+            warnings.warn(f"QuantizedTraining: {path} does not load with weights_only=True, so its per-layer "
+                          "scales are not reused; the layers are set up from the weights as they are.", stacklevel=2)
+            return
         state = states.get(self.state_key)
         if state is None:
             saved = [v for k, v in states.items() if isinstance(k, str) and k.startswith(type(self).__name__)]
