@@ -1,8 +1,16 @@
-"""ImageNet (ILSVRC-2012 or any class-folder subset) via ``torchvision.datasets.ImageFolder``."""
+"""ImageNet (ILSVRC-2012 or any class-folder subset) via ``torchvision.datasets.ImageFolder``.
+
+The training augmentation of the timm ImageNet trainer is available through timm's own transform builder:
+``auto_augment`` (e.g. ``rand-m9-mstd0.5``, RandAugment of magnitude 9 with magnitude noise 0.5), random erasing
+(``re_prob``, ``re_mode``, ``re_count``), ``train_interpolation`` (``random`` picks bilinear or bicubic per image,
+as that trainer's default) and ``interpolation`` for the evaluation resize (``bicubic`` for timm's
+EfficientNet/MobileNet models).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 
 from torchvision import datasets, transforms
 
@@ -11,6 +19,9 @@ from datamodules.errors import DatasetNotFoundError, dataset_not_found
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_EVAL_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_TRAIN_INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
+_RE_MODES = ("const", "rand", "pixel")
 _LAYOUT = "<data_dir>/train/<class>/*.JPEG and <data_dir>/val/<class>/*.JPEG with the same class folders in both"
 _HOW = (
     "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org (login required), "
@@ -37,6 +48,13 @@ class ImageNetDataModule(BaseDataModule):
         num_classes: int = 1000,
         image_size: int = 224,
         resize_size: int = 256,
+        interpolation: str = "bilinear",
+        train_interpolation: str | None = None,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        re_mode: str = "pixel",
+        re_count: int = 1,
+        color_jitter: float | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, pin_memory)
         self.save_hyperparameters()
@@ -48,8 +66,56 @@ class ImageNetDataModule(BaseDataModule):
         self.resize_size = int(resize_size)
         self.input_shape = (3, self.image_size, self.image_size)
         self.classes: list[str] | None = None
+        if interpolation not in _EVAL_INTERPOLATIONS:
+            raise ValueError(f"ImageNetDataModule: interpolation={interpolation!r} is not one of "
+                             f"{', '.join(_EVAL_INTERPOLATIONS)} (data.init_args.interpolation).")
+        if train_interpolation is not None and train_interpolation not in _TRAIN_INTERPOLATIONS:
+            raise ValueError(f"ImageNetDataModule: train_interpolation={train_interpolation!r} is not one of "
+                             f"{', '.join(_TRAIN_INTERPOLATIONS)} (data.init_args.train_interpolation; None: the same "
+                             "as interpolation).")
+        if not 0.0 <= float(re_prob) <= 1.0:
+            raise ValueError(f"ImageNetDataModule: re_prob (random-erasing probability) must be in [0, 1], got "
+                             f"{re_prob!r} (data.init_args.re_prob).")
+        if re_mode not in _RE_MODES:
+            raise ValueError(f"ImageNetDataModule: re_mode={re_mode!r} is not one of {', '.join(_RE_MODES)} "
+                             "(data.init_args.re_mode).")
+        if isinstance(re_count, bool) or not isinstance(re_count, int) or re_count < 1:
+            raise ValueError(f"ImageNetDataModule: re_count must be an integer >= 1, got {re_count!r} "
+                             "(data.init_args.re_count).")
+        self.interpolation = interpolation
+        self.train_interpolation = train_interpolation or interpolation
+        self.auto_augment = auto_augment
+        self.re_prob = float(re_prob)
+        self.re_mode = re_mode
+        self.re_count = re_count
+        self.color_jitter = color_jitter
+        if self._uses_timm():
+            self.train_transform()  # an unknown auto_augment policy fails here, not in a worker process
+
+    def _uses_timm(self) -> bool:
+        return bool(self.auto_augment or self.re_prob > 0 or self.color_jitter or self.train_interpolation not in
+                    ("bilinear",))
 
     def train_transform(self) -> transforms.Compose:
+        if self._uses_timm():
+            from timm.data.transforms_factory import transforms_imagenet_train
+
+            try:
+                aa = self.auto_augment
+                if aa and aa.startswith("rand"):  # timm skips sections it cannot parse: refuse them here
+                    bad = [c for c in aa.split("-")[1:] if not re.fullmatch(r"t\w+|(mstd|mmax|inc|m|n|p)\d[\d.]*", c)]
+                    if aa.split("-")[0] != "rand" or bad:
+                        raise ValueError(f"unknown RandAugment section(s) {bad or [aa.split('-')[0]]}")
+                return transforms_imagenet_train(
+                    self.image_size, hflip=0.5, color_jitter=self.color_jitter, auto_augment=self.auto_augment,
+                    interpolation=self.train_interpolation, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    re_prob=self.re_prob, re_mode=self.re_mode, re_count=self.re_count)
+            except (AssertionError, ValueError, KeyError, IndexError) as err:
+                raise ValueError(
+                    f"ImageNetDataModule: auto_augment={self.auto_augment!r} is not an augmentation policy timm "
+                    f"knows ({type(err).__name__}: {err}); use e.g. 'rand-m9-mstd0.5' (RandAugment), "
+                    "'augmix-m5-w4-d2', 'v0' or 'original' (AutoAugment), or null for none "
+                    "(data.init_args.auto_augment).") from None
         return transforms.Compose([
             transforms.RandomResizedCrop(self.image_size),
             transforms.RandomHorizontalFlip(),
@@ -59,7 +125,7 @@ class ImageNetDataModule(BaseDataModule):
 
     def eval_transform(self) -> transforms.Compose:
         return transforms.Compose([
-            transforms.Resize(self.resize_size),
+            transforms.Resize(self.resize_size, interpolation=transforms.InterpolationMode(self.interpolation)),
             transforms.CenterCrop(self.image_size),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),

@@ -81,3 +81,39 @@ def test_class_folder_without_images(tmp_path):
         os.remove(os.path.join(data_dir, "train", "n00000001", f))
     with pytest.raises(DatasetNotFoundError, match="ImageFolder"):
         ImageNetDataModule(data_dir=data_dir, batch_size=4, num_classes=2).setup("fit")
+
+
+def test_timm_runner_augmentation_objects(imagenet_dir):
+    """rand-m9-mstd0.5 RandAugment, pixel random erasing, random bilinear/bicubic crops, bicubic eval resize."""
+    from timm.data.auto_augment import RandAugment
+    from timm.data.random_erasing import RandomErasing
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision.transforms import InterpolationMode
+
+    dm = ImageNetDataModule(data_dir=imagenet_dir, batch_size=2, num_workers=0, num_classes=3, image_size=48,
+                            resize_size=56, interpolation="bicubic", train_interpolation="random",
+                            auto_augment="rand-m9-mstd0.5", re_prob=0.2, re_mode="pixel")
+    ops = {type(t): t for t in dm.train_transform().transforms}
+    ra, re_, crop = ops[RandAugment], ops[RandomErasing], ops[RandomResizedCropAndInterpolation]
+    assert ra.num_layers == 2 and {op.magnitude for op in ra.ops} == {9}
+    assert {op.magnitude_std for op in ra.ops} == {0.5}
+    assert re_.probability == 0.2 and re_.mode == "pixel"
+    assert set(crop.interpolation) == {InterpolationMode.BILINEAR, InterpolationMode.BICUBIC}
+    resize = dm.eval_transform().transforms[0]
+    assert resize.interpolation == InterpolationMode.BICUBIC and resize.size == 56
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 3, 48, 48) and x.dtype == torch.float32
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"auto_augment": "rand-m9-msdt0.5"}, "auto_augment"),
+    ({"auto_augment": "autoaugment"}, "auto_augment"),
+    ({"interpolation": "lanczos3"}, "interpolation"),
+    ({"train_interpolation": "cubic"}, "train_interpolation"),
+    ({"re_prob": 1.5}, "re_prob"),
+    ({"re_mode": "noise"}, "re_mode"),
+])
+def test_bad_augmentation_arguments_name_the_key(tmp_path, kwargs, key):
+    with pytest.raises(ValueError, match=f"data.init_args.{key}"):
+        ImageNetDataModule(data_dir=str(tmp_path), batch_size=2, **kwargs)
