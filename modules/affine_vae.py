@@ -52,6 +52,7 @@ from torch import nn
 
 import lightning.pytorch as pl
 from modules.net_args import _given_hparams, net_hparam
+from modules.step_logging import log_train_value
 from nets.affine_vae_nets import InputShapeError, VAENet
 from nets.affine_warp import (
     MODES, NUM_PARAMS, SPATIAL_DIMS, AffineModeError, check_mode, identity_params, inverse_theta, matrix_to_euler,
@@ -351,7 +352,7 @@ class AffineVAE(pl.LightningModule):
         alpha = self._pose(x, self.hparams.optimize_in_training, "train")
         loss, rec, kl, _ = self.pose_loss(x, alpha, sample=True, return_parts=True)
         n = x.shape[0]
-        self.log("train/loss", loss.mean(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        log_train_value(self, "train/loss", loss.mean(), prog_bar=True, batch_size=n)
         self.log("train/recon", rec.mean(), on_step=False, on_epoch=True, batch_size=n)
         self.log("train/kl", kl.mean(), on_step=False, on_epoch=True, batch_size=n)
         return loss.mean()

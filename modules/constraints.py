@@ -274,12 +274,14 @@ class Constraint(nn.Module):
             self.lam.fill_(self.schedule(int(self.epoch)))
         return self.multiplier
 
-    def log_dict(self) -> dict[str, float]:
-        """Scalars to log: the multiplier (mean over components), bound, last value and violation."""
+    def log_dict(self) -> dict[str, Tensor | float]:
+        """Scalars to log: the multiplier (mean over components), bound, last value and violation. The first three
+        are 0-dim tensors on the module's device (logging them reads nothing back until the logger writes)."""
         prefix = f"constraints/{self.name}"
-        out = {f"{prefix}/lambda": float(self.multiplier.float().mean()),
-               f"{prefix}/value": float(self.last_value.float().mean()),
-               f"{prefix}/violation": float(self.last_violation.float().mean())}
+        out: dict[str, Tensor | float] = {
+            f"{prefix}/lambda": self.multiplier.detach().float().mean(),
+            f"{prefix}/value": self.last_value.detach().float().mean(),
+            f"{prefix}/violation": self.last_violation.detach().float().mean()}
         if self.bound is not None:
             out[f"{prefix}/bound"] = float(self.current_bound())
         return out

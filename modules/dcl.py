@@ -45,6 +45,7 @@ from modules.constraints import Constraint
 from modules.dcl_constraints import DCLConfigError, build_constraint
 from modules.image_classifier import ImageClassifier, _default_optimizer
 from modules.net_args import store_net_hparams
+from modules.step_logging import log_train_value
 
 __all__ = ["DCLClassifier"]
 
@@ -76,6 +77,7 @@ class DCLClassifier(ImageClassifier):
         warmup_steps: int = 0,
         warmup_factor: float = 0.1,
         log_images: bool = True,
+        compile: bool = False,
         constraints: dict[str, dict[str, Any]] | None = None,
         dual_lr: float = 0.05,
         dual_max: float | None = None,
@@ -83,7 +85,7 @@ class DCLClassifier(ImageClassifier):
         normalize: bool = True,
     ) -> None:
         super().__init__(net, num_classes, input_shape, net_kwargs, optimizer, lr_scheduler, lr_scheduler_interval,
-                         label_smoothing, warmup_steps, warmup_factor, log_images)
+                         label_smoothing, warmup_steps, warmup_factor, log_images, compile)
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         store_net_hparams(self, {"net": net})
         if not dual_lr > 0:
@@ -106,23 +108,22 @@ class DCLClassifier(ImageClassifier):
         })
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.hparams.log_images and batch_idx == 0 and self.current_epoch == 0:
-            self._log_input_grid(batch[0])
+        self.maybe_log_input_grid(batch[0])
         x, y = batch[0], batch[1]
         logits = self(x)
         losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.hparams.label_smoothing)
         loss = losses.mean()
         lagrangian = loss
-        total_lambda = 1.0
+        total_lambda = 1.0  # a device tensor once a multiplier is added: no read per step
         for name, g in self.dcl_constraints.items():
             value = g(logits, y, losses)
             lagrangian = lagrangian + self.multipliers[name].penalty(value)
-            total_lambda += float(self.multipliers[name].multiplier.sum())
+            total_lambda = total_lambda + self.multipliers[name].multiplier.detach().sum()
             self._last_values[name] = value.detach()
         if self.hparams.normalize:
             lagrangian = lagrangian / total_lambda
         n = x.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        log_train_value(self, "train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/lagrangian", lagrangian, on_step=True, on_epoch=False, batch_size=n)
         for key, metric in self.metrics.items():
             if key.startswith("train"):

@@ -302,7 +302,9 @@ class DiSK(pl.LightningModule):
         self.scheduler_factory = lr_scheduler
         self.automatic_optimization = False
         self.example_input_array = torch.zeros(1, *input_shape)
-        self.metrics = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # training batches skip torchmetrics' input checks: they read the device (torch.unique) on every step
+        self.metrics = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes=num_classes, average="micro",
+                                                                    validate_args=s != "train")
                                       for s in ("train", "val", "test")})
 
     # -------------------------------------------------------------------------------------- teacher weights

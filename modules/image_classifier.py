@@ -48,6 +48,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import lightning.pytorch as pl
 from modules.net_args import store_net_hparams
+from modules.step_logging import at_logging_step, log_train_value
 from nets.registry import resolve_net
 from nets.resize import ResizeError, conv_widths, resize_to_state_dict
 
@@ -77,7 +78,13 @@ class ImageClassifier(pl.LightningModule):
         warmup_steps: optimizer steps at the start run at ``warmup_factor`` times the scheduled learning rate
             (He et al. 2016 train ResNet-110 at lr 0.01 for the first ~400 iterations, then 0.1).
         warmup_factor: learning-rate multiplier during warm-up.
-        log_images: log a grid of the first training batch's inputs to loggers that take images (W&B).
+        log_images: log a grid of training inputs to loggers that take images (W&B), once, at the first step whose
+            values are logged (``Trainer(log_every_n_steps=...)``), so that reading the images back from the device
+            costs no extra synchronisation.
+        compile: compile the net in place with ``torch.compile`` (``nn.Module.compile``) when fitting starts. The
+            state-dict keys stay those of the eager net, so checkpoints load, resume and export without it;
+            layers replaced during training (filter pruning, quantized training) are recompiled on their next use.
+            Compiling takes a while at the first step (and needs a C compiler on the CPU).
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class ImageClassifier(pl.LightningModule):
         warmup_steps: int = 0,
         warmup_factor: float = 0.1,
         log_images: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
@@ -104,9 +112,11 @@ class ImageClassifier(pl.LightningModule):
         self.example_input_array = torch.zeros(1, *input_shape)
         self.best_val_acc1: float | None = None  # running max, logged as val/acc1_best (saved in checkpoints)
         top5 = min(5, num_classes)
+        # training batches skip torchmetrics' input checks: they read the device (torch.unique) on every step
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_acc{k}": MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro")
+                f"{stage}_acc{k}": MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro",
+                                                      validate_args=stage != "train")
                 for stage in ("train", "val", "test")
                 for k in sorted({1, top5})
             }
@@ -119,10 +129,10 @@ class ImageClassifier(pl.LightningModule):
         x, y = batch[0], batch[1]
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
-        on_step = stage == "train"
-        sync = stage != "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=sync,
-                 batch_size=x.shape[0])
+        if stage == "train":  # the step value only at logging steps: no device read per step
+            log_train_value(self, "train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
         for name, metric in self.metrics.items():
             if name.startswith(stage):
                 metric.update(logits, y)  # epoch-level only: no per-batch compute
@@ -184,10 +194,21 @@ class ImageClassifier(pl.LightningModule):
                 "pass the same architecture the pruned run started from (net=...)."
             )
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.get("compile"):
+            self.net.compile()  # in place: parameter names and state-dict keys are unchanged
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.hparams.log_images and batch_idx == 0 and self.current_epoch == 0:
-            self._log_input_grid(batch[0])
+        self.maybe_log_input_grid(batch[0])
         return self._step(batch, "train")
+
+    def maybe_log_input_grid(self, x: torch.Tensor) -> None:
+        """Logs the input grid once, at the first logging step of the run (see ``log_images``)."""
+        if not self.hparams.get("log_images") or getattr(self, "_input_grid_logged", False):
+            return
+        if at_logging_step(self):
+            self._input_grid_logged = True
+            self._log_input_grid(x)
 
     def _log_input_grid(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] not in (1, 3):

@@ -43,6 +43,7 @@ import lightning.pytorch as pl
 from modules.constraints import Constraint, ConstraintError, check_fraction
 from modules.selective_metrics import risk_coverage_curve, selective_summary
 from modules.net_args import store_net_hparams
+from modules.step_logging import log_train_value
 from nets.registry import resolve_net
 from nets.router import FeatureTap, last_linear
 
@@ -213,7 +214,7 @@ class SelectiveClassifier(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
         loss = self.loss(x, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        log_train_value(self, "train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         if self.hparams.method == "osp":
             self.log_dict(self.multiplier.log_dict(), on_step=False, on_epoch=True, batch_size=x.shape[0])
             self.log("constraints/osp_error/eps", F.relu(self.eps.detach()).mean(), on_step=False, on_epoch=True,

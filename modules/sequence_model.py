@@ -63,6 +63,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 import lightning.pytorch as pl
+from modules.step_logging import log_train_value
 from nets.rnn_cells import SequenceNet, as_sequence_net, detach_state
 
 try:  # the config LightningCLI passes to save_hyperparameters (its class_path/init_args description of `net`)
@@ -293,10 +294,11 @@ class SequenceModel(pl.LightningModule):
 
     def _log_metrics(self, stage: str, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         batch = y.shape[0]
-        on_step = stage == "train"
         sync = stage != "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=sync,
-                 batch_size=batch)
+        if stage == "train":  # the step value only at logging steps: no device read per step
+            log_train_value(self, "train/loss", loss, prog_bar=True, batch_size=batch)
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch)
         if self.task == "regression":
             self.log(f"{stage}/mse", loss, on_step=False, on_epoch=True, sync_dist=sync, batch_size=batch)
             return

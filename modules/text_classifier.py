@@ -44,6 +44,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import lightning.pytorch as pl
+from modules.step_logging import log_train_value
 from nets.searchable_encoder import Arch, EncoderLoadError, SearchableEncoder, model_max_positions
 
 __all__ = ["TextClassifier", "read_arch_file", "polynomial_warmup"]
@@ -134,7 +135,9 @@ class TextClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.example_input_array = torch.ones(1, max_length, dtype=torch.long)
         self.best_val_acc1: float | None = None
-        self.metrics = nn.ModuleDict({f"{s}_acc1": MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # training batches skip torchmetrics' input checks: they read the device (torch.unique) on every step
+        self.metrics = nn.ModuleDict({f"{s}_acc1": MulticlassAccuracy(num_classes=num_classes, average="micro",
+                                                                    validate_args=s != "train")
                                       for s in ("train", "val", "test")})
 
     # ---- network
@@ -181,8 +184,10 @@ class TextClassifier(pl.LightningModule):
         logits = self._logits(batch)
         y = batch["labels"]
         loss = F.cross_entropy(logits, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 sync_dist=stage != "train", batch_size=y.shape[0])
+        if stage == "train":  # the step value only at logging steps: no device read per step
+            log_train_value(self, "train/loss", loss, prog_bar=True, batch_size=y.shape[0])
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=y.shape[0])
         metric = self.metrics[f"{stage}_acc1"]
         metric.update(logits, y)
         self.log(f"{stage}/acc1", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=y.shape[0])

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 
 from modules.text_classifier import TextClassifier, _default_optimizer
+from modules.step_logging import log_train_value
 from nets.searchable_encoder import Arch, crossover_arch, mutate_arch, random_arch
 from nets.token_downsampling import downsampled_length
 
@@ -246,7 +247,7 @@ class TransformerSearch(TextClassifier):
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
+        log_train_value(self, "train/loss", loss, prog_bar=True, batch_size=y.shape[0])
         if sub_losses:
             self.log("train/loss_subnets", torch.stack(sub_losses).mean(), on_step=True, on_epoch=True,
                      batch_size=y.shape[0])
