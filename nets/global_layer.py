@@ -431,9 +431,56 @@ def _relu6_to_relu(module: nn.Module) -> None:
             _relu6_to_relu(child)
 
 
+
+def add_drop_path(model: nn.Module, rate: float, who: str = "net") -> list[float]:
+    """Stochastic depth ("drop path") as timm's EfficientNet/MobileNet builder applies it, added in place.
+
+    The blocks are ``model.features[1:-1]`` (stage Sequentials entered; the stem and the head conv are not
+    blocks). Block ``i`` of ``n`` drops its residual branch with probability ``rate * i / n`` per sample (the
+    survivors scaled by ``1 / (1 - p)``), but only where the block has a residual sum: torchvision's
+    MobileNetV2/V3 inverted residuals get ``StochasticDepth`` at the end of their branch, SI blocks get it as
+    their ``drop_path``; a Global layer passes the same rate to its core block and, with a residual sum, to its
+    PDE output (the released ImageNet models do both). Returns the probability of
+    every block (0 for those without a residual sum). ``rate`` 0 changes nothing.
+    """
+    from torchvision.ops import StochasticDepth
+
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{who}: drop_path_rate must be in [0, 1), got {rate!r}.")
+    blocks: list[nn.Module] = []
+    for child in list(model.features.children())[1:-1]:
+        is_stage = isinstance(child, nn.Sequential) and not hasattr(child, "use_res_connect")
+        blocks += list(child.children()) if is_stage else [child]
+    def add(block: nn.Module, p: float, i: int) -> bool:
+        if isinstance(block, GlobalLayer):  # as released: the core block and the PDE output, same rate
+            inner = block.core is not None and add(block.core, p, i)
+            if block.residual:
+                block.drop_path = StochasticDepth(p, "row")
+            return inner or block.residual
+        if not (getattr(block, "use_res_connect", False) or getattr(block, "residual", False)):
+            return False
+        if hasattr(block, "use_res_connect"):  # torchvision InvertedResidual: x + branch(x)
+            (block.conv if hasattr(block, "conv") else block.block).append(StochasticDepth(p, "row"))
+        elif hasattr(block, "drop_path"):
+            block.drop_path = StochasticDepth(p, "row")
+        else:
+            raise TypeError(f"{who}: cannot add drop path to block {i} ({type(block).__name__})")
+        return True
+
+    probs = []
+    for i, block in enumerate(blocks):
+        p = rate * i / len(blocks)
+        probs.append(p if p > 0.0 and add(block, p, i) else 0.0)
+    return probs
+
+
 @register_net("global_mobilenet_v2")
 def global_mobilenet_v2(num_classes: int = 1000, in_channels: int = 3, K: int = 1, dropout: float = 0.2,
-                        boundary: Boundary = "periodic") -> nn.Module:
+                        boundary: Boundary = "periodic", drop_path_rate: float = 0.0) -> nn.Module:
     """Global MobileNetV2 (released ``global_mobilenetv2_100``): stages 24/32/64/96/160 keep their first
     inverted residual and replace the other repeats by one Global layer around one inverted residual."""
     import torchvision.models as tvm
@@ -452,6 +499,7 @@ def global_mobilenet_v2(num_classes: int = 1000, in_channels: int = 3, K: int = 
         if opts["act"] is nn.ReLU:
             _relu6_to_relu(core)
         model.features[index] = _global_layer(c, core, opts, K, boundary)
+    add_drop_path(model, drop_path_rate, "global_mobilenet_v2")
     if in_channels != 3:
         replace_first_conv(model, in_channels)
     return model
@@ -459,7 +507,7 @@ def global_mobilenet_v2(num_classes: int = 1000, in_channels: int = 3, K: int = 
 
 @register_net("global_mobilenet_v3_large")
 def global_mobilenet_v3_large(num_classes: int = 1000, in_channels: int = 3, K: int = 1, dropout: float = 0.2,
-                              boundary: Boundary = "periodic") -> nn.Module:
+                              boundary: Boundary = "periodic", drop_path_rate: float = 0.0) -> nn.Module:
     """Global MobileNetV3-Large (released ``global_mobilenetv3_large_100``): 1 + 1 + 1 + 2 + 2 + 1 blocks
     where torchvision has 1 + 2 + 3 + 4 + 2 + 3; the 160-wide stage is a single stride-2 Global layer."""
     import torchvision.models as tvm
@@ -482,6 +530,7 @@ def global_mobilenet_v3_large(num_classes: int = 1000, in_channels: int = 3, K: 
     model = tvm.MobileNetV3(setting, last_channel=1280, num_classes=num_classes, dropout=dropout)
     for index, c in ((3, 24), (5, 40), (7, 80), (9, 112), (10, 160)):
         model.features[index] = _global_layer(c, model.features[index], _GLOBAL_MNV3[c], K, boundary)
+    add_drop_path(model, drop_path_rate, "global_mobilenet_v3_large")
     if in_channels != 3:
         replace_first_conv(model, in_channels)
     return model

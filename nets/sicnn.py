@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .global_layer import replace_first_conv
+from .global_layer import add_drop_path, replace_first_conv
 from .registry import register_net
 
 Cheap = Literal["dw_pw", "pw", "dw"]
@@ -338,7 +338,7 @@ def _check_net_args(num_classes: int, in_channels: int, who: str) -> None:
 @register_net("si_mobilenet_v3_large")
 def si_mobilenet_v3_large(num_classes: int = 1000, in_channels: int = 3, anchor_stride: int = 2,
                           cheap: Cheap = "dw_pw", si_blocks: str | list[int] = "stride1", mask_anchors: bool = True,
-                          dropout: float = 0.2) -> nn.Module:
+                          dropout: float = 0.2, drop_path_rate: float = 0.0) -> nn.Module:
     """SI-MobileNetV3-Large (project design): torchvision's MobileNetV3-Large with the ``si_blocks`` inverted
     residuals as SI blocks (default: the 10 stride-1 blocks with an expansion layer)."""
     import torchvision.models as tvm
@@ -346,6 +346,7 @@ def si_mobilenet_v3_large(num_classes: int = 1000, in_channels: int = 3, anchor_
     _check_net_args(num_classes, in_channels, "si_mobilenet_v3_large")
     model = tvm.mobilenet_v3_large(weights=None, num_classes=num_classes, dropout=dropout)
     convert_to_si(model, si_blocks, anchor_stride, cheap, mask_anchors)
+    add_drop_path(model, drop_path_rate, "si_mobilenet_v3_large")
     if in_channels != 3:
         replace_first_conv(model, in_channels)
     return model
@@ -371,13 +372,14 @@ def si_efficientnet_b0(num_classes: int = 1000, in_channels: int = 3, anchor_str
 @register_net("si_mobilenet_v2")
 def si_mobilenet_v2(num_classes: int = 1000, in_channels: int = 3, anchor_stride: int = 2, cheap: Cheap = "dw_pw",
                     si_blocks: str | list[int] = "stride1", mask_anchors: bool = True,
-                    dropout: float = 0.2) -> nn.Module:
+                    dropout: float = 0.2, drop_path_rate: float = 0.0) -> nn.Module:
     """SI-MobileNetV2 (project design): torchvision's MobileNetV2 with the ``si_blocks`` blocks as SI blocks."""
     import torchvision.models as tvm
 
     _check_net_args(num_classes, in_channels, "si_mobilenet_v2")
     model = tvm.mobilenet_v2(weights=None, num_classes=num_classes, dropout=dropout)
     convert_to_si(model, si_blocks, anchor_stride, cheap, mask_anchors)
+    add_drop_path(model, drop_path_rate, "si_mobilenet_v2")
     if in_channels != 3:
         replace_first_conv(model, in_channels)
     return model
