@@ -26,7 +26,13 @@ trainer sets the learning rate once per epoch, so during epoch ``t`` (counting f
 :class:`WarmupCosineLR` is the matching cosine schedule (linear warm-up, then a half cosine from ``base_lr`` to
 ``min_lr`` whose phase counts from epoch 0 like the step schedule, then ``min_lr`` from ``total_epochs`` on).
 
-Both keep their state in ``state_dict`` (``last_epoch``), so they resume with the checkpoint. A schedule that does
+The optimizers of those runs: :class:`TimmRMSpropTF` (timm's ``RMSpropTF``: eps inside the square root, the
+squared-gradient average starting at 1, the learning rate inside the momentum) and :class:`TimmAdamW`, both with
+the timm optimizer factory's parameter groups (no weight decay on 1-D parameters: biases and normalisation
+weights), so that ``optimizer: class_path: modules.schedules.TimmRMSpropTF`` builds what ``--opt rmsproptf``
+built there from the plain parameter list a LightningModule passes.
+
+The schedules keep their state in ``state_dict`` (``last_epoch``), so they resume with the checkpoint. A schedule that does
 not fit the run (a warm-up as long as the run, a noise range past its end) is refused by
 :meth:`check_run_length`, which callbacks/global_batch.py calls with the trainer's ``max_epochs``.
 """
@@ -37,8 +43,48 @@ import math
 from collections.abc import Sequence
 
 import torch
+from timm.optim import RMSpropTF
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+
+def timm_decay_groups(params, weight_decay: float, exclude_1d: bool = True) -> list[dict]:
+    """Parameter groups as timm's optimizer factory makes them (``filter_bias_and_bn``): parameters with at most
+    one dimension (biases, batch-norm and layer-norm weights) get no weight decay. Given groups pass through."""
+    params = list(params)
+    if not params or isinstance(params[0], dict):
+        return params
+    params = [p[1] if isinstance(p, tuple) else p for p in params]
+    params = [p for p in params if p.requires_grad]
+    if not weight_decay or not exclude_1d:
+        return [{"params": params, "weight_decay": weight_decay}]
+    groups = [{"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+              {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay}]
+    return [g for g in groups if g["params"]]
+
+
+class TimmRMSpropTF(RMSpropTF):
+    """timm's ``RMSpropTF`` with the timm factory's weight-decay groups (see :func:`timm_decay_groups`).
+
+    Args: as ``timm.optim.RMSpropTF`` (``alpha`` 0.9 and ``momentum`` 0.9 as ``--opt rmsproptf`` sets them), plus
+    ``exclude_1d_from_decay`` (True: no weight decay on biases and normalisation weights).
+    """
+
+    def __init__(self, params, lr: float = 0.01, alpha: float = 0.9, eps: float = 1e-10, weight_decay: float = 0.0,
+                 momentum: float = 0.9, exclude_1d_from_decay: bool = True, centered: bool = False,
+                 decoupled_decay: bool = False, lr_in_momentum: bool = True) -> None:
+        super().__init__(timm_decay_groups(params, weight_decay, exclude_1d_from_decay), lr=lr, alpha=alpha,
+                         eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+                         decoupled_decay=decoupled_decay, lr_in_momentum=lr_in_momentum)
+
+
+class TimmAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` (what timm's factory builds for ``--opt adamw``) with its weight-decay groups."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, exclude_1d_from_decay: bool = True) -> None:
+        super().__init__(timm_decay_groups(params, weight_decay, exclude_1d_from_decay), lr=lr, betas=betas,
+                         eps=eps, weight_decay=weight_decay)
 
 
 def _positive(owner: str, key: str, value: float, *, allow_zero: bool = False) -> float:

@@ -94,3 +94,33 @@ def test_schedule_that_does_not_fit_the_run_is_refused():
     cos = WarmupCosineLR(_opt(), total_epochs=100)
     with pytest.raises(ValueError, match="total_epochs=100"):
         cos.check_run_length(50)
+
+
+def test_rmsprop_tf_puts_eps_inside_the_square_root_and_skips_decay_on_1d():
+    from timm.optim import RMSpropTF
+
+    from modules.schedules import TimmRMSpropTF
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    opt = TimmRMSpropTF(net.parameters(), lr=0.1, eps=1e-3, weight_decay=1e-5)
+    assert isinstance(opt, RMSpropTF)
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay[id(net[0].weight)] == 1e-5
+    assert decay[id(net[0].bias)] == decay[id(net[1].weight)] == decay[id(net[1].bias)] == 0.0
+    assert all(g["alpha"] == 0.9 and g["momentum"] == 0.9 and g["eps"] == 1e-3 for g in opt.param_groups)
+
+    # one step on a tiny gradient: TF's update is lr * g / sqrt(v + eps) with v starting at 1 (0.9 * 1 + 0.1 g^2);
+    # torch's RMSprop is lr * g / (sqrt(v) + eps) with v starting at 0 -- eps matters here
+    g = 1e-4
+    p_tf = torch.nn.Parameter(torch.zeros(1))
+    p_torch = torch.nn.Parameter(torch.zeros(1))
+    tf = RMSpropTF([p_tf], lr=0.1, alpha=0.9, eps=1e-3, momentum=0.0)
+    th = torch.optim.RMSprop([p_torch], lr=0.1, alpha=0.9, eps=1e-3, momentum=0.0)
+    for p, o in ((p_tf, tf), (p_torch, th)):
+        p.grad = torch.full((1,), g)
+        o.step()
+    v_tf = 0.9 * 1.0 + 0.1 * g * g
+    assert p_tf.item() == pytest.approx(-0.1 * g / (v_tf + 1e-3) ** 0.5, rel=1e-5)
+    v_th = 0.1 * g * g
+    assert p_torch.item() == pytest.approx(-0.1 * g / (v_th ** 0.5 + 1e-3), rel=1e-5)
+    assert abs(p_torch.item()) > 100 * abs(p_tf.item())
