@@ -77,7 +77,7 @@ class DCLClassifier(ImageClassifier):
         warmup_steps: int = 0,
         warmup_factor: float = 0.1,
         log_images: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         constraints: dict[str, dict[str, Any]] | None = None,
         dual_lr: float = 0.05,
         dual_max: float | None = None,

@@ -81,10 +81,12 @@ class ImageClassifier(pl.LightningModule):
         log_images: log a grid of training inputs to loggers that take images (W&B), once, at the first step whose
             values are logged (``Trainer(log_every_n_steps=...)``), so that reading the images back from the device
             costs no extra synchronisation.
-        compile: compile the net in place with ``torch.compile`` (``nn.Module.compile``) when fitting starts. The
-            state-dict keys stay those of the eager net, so checkpoints load, resume and export without it;
-            layers replaced during training (filter pruning, quantized training) are recompiled on their next use.
-            Compiling takes a while at the first step (and needs a C compiler on the CPU).
+        compile: compile the net in place with ``torch.compile`` (``nn.Module.compile``) when fitting starts:
+            ``True`` for the default backend (inductor), or a backend name (e.g. ``aot_eager``). The state-dict keys
+            stay those of the eager net, so checkpoints load, resume and export without it (``load_from_checkpoint``
+            returns an eager module); layers replaced during training (filter pruning, quantized training) are
+            recompiled on their next use. Compiling takes a while at the first steps (and inductor needs a C
+            compiler on the CPU).
     """
 
     def __init__(
@@ -100,7 +102,7 @@ class ImageClassifier(pl.LightningModule):
         warmup_steps: int = 0,
         warmup_factor: float = 0.1,
         log_images: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
@@ -195,8 +197,10 @@ class ImageClassifier(pl.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.get("compile"):
-            self.net.compile()  # in place: parameter names and state-dict keys are unchanged
+        backend = self.hparams.get("compile")
+        if stage == "fit" and backend and not getattr(self.net, "_compiled_call_impl", None):
+            # in place: parameter names and state-dict keys are unchanged
+            self.net.compile(**({} if backend is True else {"backend": str(backend)}))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         self.maybe_log_input_grid(batch[0])

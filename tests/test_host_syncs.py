@@ -140,8 +140,9 @@ def _cifar(tmp_path, recipe: str, extra: list[str]) -> None:
 
 
 def test_cifar_recipe_reads_the_device_only_at_logging_steps(probe_reads, tmp_path):
-    """The ResNet-56 baseline recipe (EfficiencyReport) with a ResNet-20 net, to keep the default tier short."""
-    _cifar(tmp_path, "baseline_resnet56_cifar10", ["--model.init_args.net=resnet20"])
+    """The ResNet-56 baseline recipe (EfficiencyReport) with a ResNet-20 net and no logger (the quickstart test
+    covers W&B), to keep the default tier short."""
+    _cifar(tmp_path, "baseline_resnet56_cifar10", ["--model.init_args.net=resnet20", "--trainer.logger=false"])
 
 
 @pytest.mark.slow
