@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,14 @@ def build(study: Study, runs_root: str | Path) -> dict[str, Any]:
     root = study_root(study, runs_root)
     done = [r.key for r in runs if all((root / r.key / "metrics" / f"{s}.json").is_file()
                                        for s in study.steps(r.stage))]
+    run_commits: dict[str, int] = {}
+    for r in runs:
+        path = root / r.key / "run.json"
+        if path.is_file():
+            c = str(json.loads(path.read_text()).get("commit") or "unknown")
+            run_commits[c] = run_commits.get(c, 0) + 1
     return {
-        "study": study.name, "file": str(study.path), "header": study.header, "metrics": metrics, "claims": claims,
+        "study": study.name, "file": str(study.path), "run_commits": run_commits, "header": study.header, "metrics": metrics, "claims": claims,
         "runs_finished": done, "runs_total": len(runs), "timing": timing(study, runs_root), "commit": commit(),
         "machine": machine(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "runs_root": str(root),
@@ -204,7 +211,8 @@ def markdown(study: Study, r: dict[str, Any]) -> str:
               f"Runs finished: {len(r['runs_finished'])} of {r['runs_total']}."
               + ("" if len(r["runs_finished"]) == r["runs_total"] else " **Incomplete.**"),
               "", "Command:", "", "```", str(h.get("command", f"python -m studies run {r['file']}")).strip(), "```",
-              "", f"Commit: {r['commit']}  ", f"Machine: {r['machine']}  ",
+              "", f"Runs made at commit(s): {', '.join(f'{c[:10]} ({n})' for c, n in r['run_commits'].items()) or '-'}  ",
+              f"Report written at commit: {r['commit']}  ", f"Machine: {r['machine']}  ",
               (f"Time of all steps of the finished and partial runs: {t['wall_s'] / 60:.1f} min wall, "
                f"{t['cpu_s'] / 60:.1f} min CPU (process time, all threads)  "), f"Date: {r['date']}", ""]
     for plot in r.get("plots", []):
@@ -223,7 +231,7 @@ def plots(study: Study, r: dict[str, Any], out_dir: Path) -> list[dict[str, str]
 
     made = []
     for i, spec in enumerate(study.plots):
-        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(spec["metrics"]), 3.2))
+        fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(spec["metrics"]), 3.8))
         labels = []
         for x, name in enumerate(spec["metrics"]):
             m = r["metrics"][name]
@@ -233,7 +241,7 @@ def plots(study: Study, r: dict[str, Any], out_dir: Path) -> list[dict[str, str]
                 if "low" in v:
                     ax.errorbar([x], [v["mean"]], yerr=[[v["mean"] - v["low"]], [v["high"] - v["mean"]]], fmt="o",
                                 color="C0", capsize=4, zorder=3)
-                labels.append(m["label"] + (f"\n{pt}" if pt else ""))
+                labels.append(textwrap.fill(m["label"], 18) + (f"\n{pt}" if pt else ""))
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylabel(spec.get("ylabel", ""))
         ax.set_title(spec.get("title", study.name), fontsize=9)
