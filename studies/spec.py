@@ -44,7 +44,8 @@ class Stage:
 
     @property
     def upstream(self) -> list[str]:
-        return ([self.init_from] if self.init_from else []) + list(self.checkpoints.values())
+        names = ([self.init_from] if self.init_from else []) + list(self.checkpoints.values())
+        return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)

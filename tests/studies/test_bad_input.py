@@ -102,3 +102,30 @@ def test_a_second_runner_of_the_same_study_is_refused(tmp_path: Path, capsys: py
     (root / "run.lock").write_text("999999999\n")  # a runner that is gone: its lock is taken over
     assert studies("status", study, "--runs-root", tmp_path / "runs") == 0
     assert "at work" not in capsys.readouterr().out
+
+
+def test_plan_expands_axes_seeds_and_checkpoint_links(tmp_path: Path) -> None:
+    """Planning alone (nothing parsed or run): run directories, overrides, init_from and other checkpoints."""
+    from studies.runner import plan
+
+    def edit(d: dict) -> None:
+        d["axes"] = {"lr": {"stages": ["second"], "values": {"lo": {"model.init_args.optimizer.init_args.lr": 0.01},
+                                                             "hi": {"model.init_args.optimizer.init_args.lr": 0.1}}}}
+        d["stages"]["second"]["checkpoints"] = {"model.init_args.teacher_ckpt": "first"}
+        d["seed_overrides"] = ["seed_everything", "data.init_args.seed"]
+
+    study = load_study(tiny_study(tmp_path / "tiny.yaml", edit))
+    planned = {p.run.key: p for p in plan(study, tmp_path / "runs")}
+    assert list(planned) == ["first/seed0", "first/seed1", "second/lr=lo/seed0", "second/lr=lo/seed1",
+                             "second/lr=hi/seed0", "second/lr=hi/seed1"]
+    p = planned["second/lr=hi/seed1"]
+    fit = p.args["fit"]
+    upstream = str(tmp_path / "runs" / "tiny" / "first" / "seed1" / "checkpoints" / "last.ckpt")
+    assert f"--init_from={upstream}" in fit and f"--model.init_args.teacher_ckpt={upstream}" in fit
+    assert "--model.init_args.optimizer.init_args.lr=0.1" in fit  # the axis value wins over the stage's override
+    assert "--seed_everything=1" in fit and "--data.init_args.seed=1" in fit
+    assert fit[fit.index("--run_name") + 1] == "second/lr=hi/seed1" and fit[-2:] == ["--ckpt_path", "auto"]
+    assert fit[fit.index("--wandb_group") + 1] == "tiny" and fit[fit.index("--wandb_job_type") + 1] == "second"
+    assert json.loads(fit[fit.index("--wandb_tags") + 1]) == ["tiny", "second", "seed=1", "lr=hi"]
+    assert p.steps == ["fit", "test"] and p.args["test"][-2:] == ["--ckpt_path", "last"]
+    assert p.upstream == ["first/seed1"] and p.budget_min == 5
