@@ -11,7 +11,7 @@ At ``setup`` the callback writes the per-device batch into the datamodule's (or 
 ``batch_size`` attribute and the accumulation into ``trainer.accumulate_grad_batches``. At the start of fit it
 also checks every learning-rate scheduler that offers ``check_run_length(max_epochs, key)`` (the epoch
 schedules of modules/schedules.py do) against ``trainer.max_epochs``, so a schedule that does not fit the run
-fails before the first step.
+fails before the first step (not in a ``fast_dev_run``).
 
 What stays different from one big batch: batch-norm statistics are computed over the per-device batch.
 
@@ -89,7 +89,7 @@ class GlobalBatchSize(Callback):
             trainer.accumulate_grad_batches = accumulate
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.check_schedules:
+        if not self.check_schedules or trainer.fast_dev_run:  # a debugging run is not the schedule's run
             return
         for config in trainer.lr_scheduler_configs:
             check = getattr(config.scheduler, "check_run_length", None)
