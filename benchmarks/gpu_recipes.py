@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-import lightning.pytorch as pl
+from benchmarks.harness import step_timer
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPES = [
@@ -51,31 +51,6 @@ class RandomImages(Dataset):
         return self.x[i], self.y[i]
 
 
-class StepTimer(pl.Callback):
-    """Wall time from the start of step ``warmup`` to the end of the last step, synchronised on CUDA."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.start: float | None = None
-        self.end: float | None = None
-        self.steps = 0
-
-    def _sync(self, pl_module: pl.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.warmup and self.start is None:
-            self._sync(pl_module)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.start is not None:
-            self._sync(pl_module)
-            self.end = time.perf_counter()
-            self.steps += 1
-
-
 def measure(recipe: str, precision: str, accelerator: str, steps: int, warmup: int,
             batch_size: int | None, root: Path) -> dict:
     from main import cli_main
@@ -96,7 +71,7 @@ def measure(recipe: str, precision: str, accelerator: str, steps: int, warmup: i
     data = RandomImages(batch * 4, tuple(dm.input_shape), int(dm.num_classes))
     loader = DataLoader(data, batch_size=batch, shuffle=False, drop_last=True, num_workers=0,
                         pin_memory=accelerator == "gpu")
-    timer = StepTimer(warmup)
+    timer = step_timer(warmup)
     cli.trainer.callbacks.append(timer)
     if accelerator == "gpu":
         torch.cuda.reset_peak_memory_stats()

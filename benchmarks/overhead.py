@@ -24,18 +24,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import gc
 import json
-import logging
-import os
-import platform
 import shlex
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from benchmarks.harness import machine_info, quiet_lightning
 
 GOAL_NET = "resnet20"
 GOAL_RATIO = 0.95
@@ -193,22 +190,7 @@ def _loop_timer_callback(n_batches: int) -> Any:
     return LoopTimer()
 
 
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's INFO banners and the warnings that are expected here (no val loader, ...)."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*litlogger.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+_quiet_lightning = quiet_lightning  # moved to benchmarks/harness.py
 
 
 def run_lightning(cfg: Config, batches: list[Batch], state: dict[str, torch.Tensor]) -> Timing:
@@ -325,36 +307,6 @@ def benchmark(
         "lightning_minflt_per_step": statistics.median(r["lightning_minflt_per_step"] for r in per_round),
         "max_param_diff": max_param_diff,
         "per_round": per_round,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info(threads: int) -> dict[str, Any]:
-    import lightning
-
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "torch_threads": threads,
-        "loadavg_at_start": list(load) if load else None,
-        "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
     }
 
 
