@@ -129,7 +129,13 @@ def check_run(study: Study, p: PlannedRun) -> None:
     if run_json is not None:
         diff = main.identity_diff(planned.identity, run_json.get("identity", {}))
         if diff:
-            shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
+            values = _leaf_values(planned.identity, run_json.get("identity", {}))
+            shown = ", ".join(f"{k} (finished run: {_short(values.get(k, ('?', '?'))[1])}, now: "
+                              f"{_short(values.get(k, ('?', '?'))[0])})" for k in diff[:6])
+            shown += f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+            if any(values.get(k, ("", ""))[1] == "<absent>" for k in diff):
+                shown += ("; a key absent from the finished run usually means the code gained an argument since "
+                          "that run, whose default may or may not keep the old behaviour")
             raise StudyError(
                 f"The run directory {p.run_dir} holds a run of stage {p.run.stage!r} made with another configuration "
                 f"than {study.path} now asks for (differing keys: {shown}). The study runner never mixes the two: "
@@ -151,6 +157,24 @@ def check_all(study: Study, runs_root: str | Path, only: list[str] | None = None
     for p in planned:
         check_run(study, p)
     return planned
+
+
+def _leaf_values(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (value in a, value in b) of two identities, walked as main.identity_diff walks them (for
+    showing the values of the keys it reports)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in set(a) | set(b):
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.update(_leaf_values(va, vb, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = (va, vb)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _planned_identity(study: Study, p: PlannedRun) -> Any:
