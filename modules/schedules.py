@@ -238,3 +238,40 @@ class WarmupCosineLR(_EpochSchedule):
         if self.total_epochs > max_epochs:  # type: ignore[operator]
             raise ValueError(f"{type(self).__name__}: total_epochs={self.total_epochs} is longer than the run's "
                              f"{key}={max_epochs}, so the cosine would be cut short; set total_epochs <= {key}.")
+
+
+class HeldCosineRestartsLR(LRScheduler):
+    """Cosine with warm restarts whose rate is held for ``steps_per_cycle`` scheduler steps, optionally one cycle
+    late: the student schedule of the released DiSK trainer when it is stepped once per student epoch.
+
+    That trainer runs outer epochs of ``k_t`` student epochs (then guide epochs) and calls
+    ``CosineAnnealingWarmRestarts(T_0=restart_every).step(e)`` after outer epoch ``e``, so the student's rate in
+    outer epoch ``u`` is the cosine at ``c = (u - 1) mod restart_every`` (``c = 0`` for ``u = 0``):
+    ``eta_min + (base_lr - eta_min) * (1 + cos(pi * c / restart_every)) / 2``. Here ``u = t // steps_per_cycle``
+    for scheduler step ``t`` (``steps_per_cycle = k_t``); ``one_cycle_late=False`` uses ``c = u mod restart_every``.
+    """
+
+    def __init__(self, optimizer: Optimizer, restart_every: int, steps_per_cycle: int = 1, eta_min: float = 0.0,
+                 one_cycle_late: bool = True, last_epoch: int = -1) -> None:
+        owner = type(self).__name__
+        for key, value in (("restart_every", restart_every), ("steps_per_cycle", steps_per_cycle)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{owner}: {key} must be an integer >= 1, got {value!r}.")
+        self.restart_every, self.steps_per_cycle = restart_every, steps_per_cycle
+        self.eta_min = _positive(owner, "eta_min", eta_min, allow_zero=True)
+        self.one_cycle_late = bool(one_cycle_late)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, t: int, base_lr: float) -> float:
+        u = t // self.steps_per_cycle
+        c = (max(u - 1, 0) if self.one_cycle_late else u) % self.restart_every
+        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * c / self.restart_every)) / 2
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return self.get_lr()
+
+    def check_run_length(self, max_steps: int | None, key: str = "max_epochs") -> None:
+        """Nothing to refuse: the restarts repeat for any run length."""

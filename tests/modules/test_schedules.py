@@ -124,3 +124,33 @@ def test_rmsprop_tf_puts_eps_inside_the_square_root_and_skips_decay_on_1d():
     v_th = 0.1 * g * g
     assert p_torch.item() == pytest.approx(-0.1 * g / (v_th ** 0.5 + 1e-3), rel=1e-5)
     assert abs(p_torch.item()) > 100 * abs(p_tf.item())
+
+
+def test_held_cosine_restarts_equal_the_released_disk_loop():
+    """The released DiSK loop: outer epochs of 3 student epochs, CosineAnnealingWarmRestarts(T_0=50).step(e) after
+    outer epoch e; ours is stepped after every student epoch."""
+    from modules.schedules import HeldCosineRestartsLR
+
+    ref_opt = _opt(0.1)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(ref_opt, 50)
+    released = []
+    for outer in range(200):
+        released += [ref_opt.param_groups[0]["lr"]] * 3  # the 3 student epochs of this outer epoch
+        ref_opt.step()
+        ref.step(outer)
+    ours = _ours_lr(HeldCosineRestartsLR, 600, lr=0.1, restart_every=50, steps_per_cycle=3)
+    assert ours == pytest.approx(released, rel=1e-12, abs=1e-15)
+    assert ours[3] == pytest.approx(0.1) and ours[6] < 0.1 and min(ours) < 1e-3  # late by one; restarts
+    with pytest.raises(ValueError, match="restart_every"):
+        HeldCosineRestartsLR(_opt(), restart_every=0)
+
+
+def _ours_lr(cls, steps: int, lr: float, **kw) -> list[float]:
+    opt = _opt(lr)
+    sched = cls(opt, **kw)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
