@@ -363,15 +363,27 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def identity_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two identities (list items compared whole)."""
+    """Dotted keys whose values differ between two identities.
+
+    A key that only one side has is not compared: it is an argument that a code change added or removed since the
+    stored run (its default then applies), not a setting that changed. Lists are compared item by item when they
+    have the same length (e.g. ``trainer.callbacks``), whole otherwise.
+    """
     out = []
-    for key in sorted(set(a) | set(b), key=str):
-        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += identity_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}")
+    for key in sorted(set(a) & set(b), key=str):
+        out += _value_diff(a[key], b[key], f"{prefix}{key}")
     return out
+
+
+def _value_diff(va: Any, vb: Any, where: str) -> list[str]:
+    if isinstance(va, dict) and isinstance(vb, dict):
+        return identity_diff(va, vb, f"{where}.")
+    if isinstance(va, list) and isinstance(vb, list) and len(va) == len(vb):
+        out = []
+        for i, (x, y) in enumerate(zip(va, vb)):
+            out += _value_diff(x, y, f"{where}.{i}")
+        return out
+    return [] if va == vb else [where]
 
 
 def read_run_json(run_dir: str | Path) -> dict[str, Any] | None:

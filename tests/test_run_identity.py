@@ -111,3 +111,17 @@ def test_chaining_with_init_from_and_its_refusals(tmp_path, runs_root, capsys):
     # --ckpt_path auto on the finished stage resumes it (nothing left to do) instead of re-initialising it
     cli = cli_main(["fit", "--config", str(recipes / "stage2.yaml"), *args, "--ckpt_path=auto"])
     assert cli.trainer.global_step == 2
+
+
+def test_identity_diff_ignores_arguments_added_since_and_compares_list_items():
+    """A run stored before the code gained an argument still resumes (the default applies); changed values count,
+    inside lists of callbacks too."""
+    old = {"model": {"init_args": {"lr": 0.1}}, "trainer": {"callbacks": [{"class_path": "P", "init_args": {"a": 1}}]}}
+    new = {"model": {"init_args": {"lr": 0.1, "compile": False}},
+           "trainer": {"callbacks": [{"class_path": "P", "init_args": {"a": 1, "added": 3}}]}}
+    assert identity_diff(old, new) == []
+    new["model"]["init_args"]["lr"] = 0.2
+    new["trainer"]["callbacks"][0]["init_args"]["a"] = 2
+    assert identity_diff(old, new) == ["model.init_args.lr", "trainer.callbacks.0.init_args.a"]
+    new["trainer"]["callbacks"].append({"class_path": "Q"})
+    assert "trainer.callbacks" in identity_diff(old, new)
