@@ -151,3 +151,49 @@ def test_no_imagenet_recipe_expects_a_lower_top1_for_a_missing_library():
         head = path.read_text().split("\nseed_everything")[0]
         assert "the platform has no timm" not in head, path.name
         assert "lower top-1 than published" not in head or "# Deviations:" in head, path.name
+
+
+# ---------------------------------------------------------------------------------------------------- DiSK CIFAR
+# anilkagak2/DiSK_Distilling_Scaffolded_Knowledge, commit 93671fd8: runner.sh (epochs=200, init_epochs=5, kt=kg=3,
+# batch_size=200, --s_lr 0.1 --g_lr 0.1, sgd for both, topK=10, max_ce=5, KD_temperature_t=4, KD_temperature_s=3.5,
+# aux=0.1, nll=0.9, lmbda_min=1, lmbda=5, lmbda_Ti=50, budget_g_max=0.6, budget_g_min=0.4, budget_Ti=20);
+# train_DiSK.py defaults (--momentum 0.9, --wd 1e-5, --r_wd 1e-5, --budget_g_gamma 0.9); DiSK.py (the student's
+# CosineAnnealingWarmRestarts(T_0=epochs // 4) stepped with step(e) after outer epoch e).
+DISK_SOURCE = "anilkagak2/DiSK_Distilling_Scaffolded_Knowledge@93671fd8 runner.sh + train_DiSK.py + DiSK.py"
+DISK_CIFAR: dict[str, Any] = dict(outer_epochs=200, guide_warmup=5, student_epochs=3, guide_epochs=3, batch=200,
+                                  lr=0.1, guide_lr=0.1, momentum=0.9, weight_decay=1e-5, guide_weight_decay=1e-5,
+                                  topk=10, max_ce=5.0, tau_t=4.0, tau_s=3.5, lambda_aux=0.1, lambda_nll=0.9,
+                                  lambda_min=1.0, lambda_max=5.0, lambda_period=50, delta_max=0.6, delta_min=0.4,
+                                  delta_period=20, delta_decay=0.9, delta_decay_every=20, restarts_every=200 // 4)
+DISK_RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("disk_*_cifar100_*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "disk_resnet10_s_cifar100_t_resnet10_l"
+                                                 else (pytest.mark.slow,)) for r in DISK_RECIPES])
+def test_disk_cifar_recipe_builds_the_released_runner(recipe, tmp_path):
+    r = DISK_CIFAR
+    cli = build(recipe, tmp_path, "--init_from=null", "--model.init_args.student_ckpt=null")
+    model, h = cli.model, cli.model.hparams
+    for key in ("topk", "max_ce", "tau_t", "tau_s", "lambda_aux", "lambda_nll", "lambda_min", "lambda_max",
+                "lambda_period", "delta_max", "delta_min", "delta_period", "delta_decay", "delta_decay_every",
+                "guide_warmup", "student_epochs", "guide_epochs"):
+        assert h[key] == r[key], key
+    assert h.method == "disk" and cli.datamodule.batch_size == r["batch"]
+    assert cli.trainer.max_epochs == r["guide_warmup"] + r["outer_epochs"] * (r["student_epochs"] + r["guide_epochs"])
+    (student_opt, guide_opt), (sched,) = model.configure_optimizers()
+    for opt, lr, wd in ((student_opt, r["lr"], r["weight_decay"]), (guide_opt, r["guide_lr"], r["guide_weight_decay"])):
+        assert type(opt) is torch.optim.SGD
+        g = opt.param_groups[0]
+        assert (g["initial_lr"] if "initial_lr" in g else g["lr"], g["momentum"], g["weight_decay"]) == (
+            lr, r["momentum"], wd)
+    # the student's rate per student epoch equals the released loop's
+    ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=r["lr"])
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(ref_opt, r["restarts_every"])
+    released = []
+    for outer in range(r["outer_epochs"]):
+        released += [ref_opt.param_groups[0]["lr"]] * r["student_epochs"]
+        ref_opt.step()
+        ref.step(outer)
+    ours = [sched.lr_at(t, r["lr"]) for t in range(r["outer_epochs"] * r["student_epochs"])]
+    assert ours == pytest.approx(released, rel=1e-12, abs=1e-15)
+    assert "the guide's lr is constant" in header_deviations(recipe)  # the one difference left
