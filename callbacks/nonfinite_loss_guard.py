@@ -16,7 +16,8 @@ Drop-in Lightning callback (imports only torch, lightning and the standard libra
   all-reduced (max) at each read, so every rank stops together. Up to ``check_every_n_steps`` steps may run
   after the first non-finite loss; none of them reaches a checkpoint.
 * **A NaN/inf validation loss stops the run too** (any logged validation metric whose name contains ``loss``,
-  or the names given in ``val_metrics``), before the checkpoint callbacks see it.
+  or the names given in ``val_metrics``), before the checkpoint callbacks see it; in a ``fast_dev_run`` (which
+  writes no checkpoint) it is a warning.
 * **The stop message names the newest checkpoint of this run that passed the check**: files written by another
   run (another token) are never named.
 
@@ -36,6 +37,7 @@ from typing import Any
 import torch
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 
 RECORD_KEY = "nonfinite_guard"
 
@@ -147,6 +149,11 @@ class NonFiniteLossGuard(pl.Callback):
                     bad[name] = v
         if bad:
             shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+            if trainer.fast_dev_run:  # a smoke run writes no checkpoint: say it, do not stop it
+                rank_zero_warn(f"NonFiniteLossGuard: the validation loss is not finite ({shown}) in this "
+                               f"fast_dev_run (after {trainer.global_step} step(s) the BatchNorm running statistics "
+                               f"of a deep net may not describe the data yet); a real run would stop here.")
+                return
             raise NonFiniteLossError(
                 f"The validation loss of {type(pl_module).__name__} is not finite ({shown}) at epoch "
                 f"{trainer.current_epoch}, global step {trainer.global_step}: the weights or the running "
