@@ -197,3 +197,44 @@ def test_disk_cifar_recipe_builds_the_released_runner(recipe, tmp_path):
     ours = [sched.lr_at(t, r["lr"]) for t in range(r["outer_epochs"] * r["student_epochs"])]
     assert ours == pytest.approx(released, rel=1e-12, abs=1e-15)
     assert "the guide's lr is constant" in header_deviations(recipe)  # the one difference left
+
+
+# ------------------------------------------------------------------------------------------------ hybrid ImageNet
+# anilkagak2/Hybrid_Models, commit b5c19078: runner.sh (4 GPUs, -b 64, --opt adamw --lr 5e-4 --weight-decay 5e-4
+# --sched cosine --epochs 100 --warmup-lr 1e-6 --aa rand-m9-mstd0.5-inc1 --model-ema-decay 0.9999 --amp) and
+# hybrid_train.py (timm's train.py: --warmup-epochs 5, --min-lr 0, --cooldown-epochs 0, --smoothing 0.1,
+# --train-interpolation random; create_optimizer_v2 on a parameter list, so no 1-D exclusion from weight decay).
+HYBRID_SOURCE = "anilkagak2/Hybrid_Models@b5c19078 runner.sh + hybrid_train.py"
+HYBRID: dict[str, Any] = dict(lr=5e-4, weight_decay=5e-4, epochs=100, warmup_epochs=5, warmup_lr=1e-6, min_lr=0.0,
+                              device_batch=64, smoothing=0.1, aa_magnitude=9, aa_mstd=0.5)
+HYBRID_RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("hybrid_*_imagenet*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "hybrid_mobilenet_v3_small_resnet50_imagenet"
+                                                 else (pytest.mark.slow,)) for r in HYBRID_RECIPES])
+def test_hybrid_recipe_builds_the_released_runner(recipe, tmp_path):
+    from timm.scheduler import CosineLRScheduler
+
+    r = HYBRID
+    cli = build(recipe, tmp_path, "--init_from=null", "--model.init_args.edge_ckpt=null")
+    model, dm = cli.model, cli.datamodule
+    opts, (sched,) = model.configure_optimizers()
+    for opt in opts:
+        assert type(opt) is torch.optim.AdamW
+        for g in opt.param_groups:
+            assert (g.get("initial_lr", g["lr"]), g["weight_decay"]) == (r["lr"], r["weight_decay"])
+    assert cli.trainer.max_epochs == r["epochs"] and dm.batch_size == r["device_batch"]
+    ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=r["lr"])
+    ref = CosineLRScheduler(ref_opt, t_initial=r["epochs"], lr_min=r["min_lr"], warmup_t=r["warmup_epochs"],
+                            warmup_lr_init=r["warmup_lr"], t_in_epochs=True)
+    for epoch in range(r["epochs"]):
+        ref.step(epoch)
+        assert sched.lr_at(epoch, r["lr"]) == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-12), epoch
+    ra = next(t for t in dm.train_transform().transforms if isinstance(t, RandAugment))
+    assert {(op.magnitude, op.magnitude_std) for op in ra.ops} == {(r["aa_magnitude"], r["aa_mstd"])}
+    assert not any(isinstance(t, RandomErasing) for t in dm.train_transform().transforms)  # runner: --reprob 0
+    assert dm.eval_transform().transforms[0].interpolation == InterpolationMode.BICUBIC
+    assert model.hparams.label_smoothing == r["smoothing"]
+    # listed deviation: no EMA
+    assert not any(isinstance(c, WeightEMA) for c in cli.trainer.callbacks)
+    assert "no EMA of the weights" in header_deviations(recipe)
