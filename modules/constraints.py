@@ -204,6 +204,7 @@ class Constraint(nn.Module):
         else:
             self.register_buffer("lam", lam)
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self._epoch = 0  # a host copy of the ``epoch`` buffer: scheduled bounds read it without a device read
         self.register_buffer("last_value", torch.zeros(self.shape))
         self.register_buffer("last_violation", torch.zeros(self.shape))
 
@@ -221,7 +222,7 @@ class Constraint(nn.Module):
         if self.bound is None:
             raise ConstraintError(f"Constraint {self.name!r}: no bound was set; pass penalty(value, bound=...).")
         if isinstance(self.bound, CosineSchedule):
-            return self.bound(int(self.epoch))
+            return self.bound(self._epoch)
         return float(self.bound)
 
     def violation(self, value: Tensor, bound: Tensor | float | None = None) -> Tensor:
@@ -247,7 +248,8 @@ class Constraint(nn.Module):
     @torch.no_grad()
     def set_epoch(self, epoch: int) -> None:
         """Record the epoch only (it drives scheduled bounds); the multiplier does not move."""
-        self.epoch.fill_(int(epoch))
+        self._epoch = int(epoch)
+        self.epoch.fill_(self._epoch)
 
     @torch.no_grad()
     def update(self, value: Tensor | None = None, bound: Tensor | float | None = None,
@@ -261,7 +263,8 @@ class Constraint(nn.Module):
         ``epoch`` is recorded in every mode (it drives scheduled bounds).
         """
         if epoch is not None:
-            self.epoch.fill_(int(epoch))
+            self._epoch = int(epoch)
+            self.epoch.fill_(self._epoch)
         if self.mode == "dual_ascent":
             if value is None:
                 raise ConstraintError(f"Constraint {self.name!r}: dual_ascent update needs the constraint value.")
@@ -271,8 +274,12 @@ class Constraint(nn.Module):
                 new = new.clamp_max(float(self.max_value))
             _record(self.lam, new)
         elif self.mode == "scheduled":
-            self.lam.fill_(self.schedule(int(self.epoch)))
+            self.lam.fill_(self.schedule(self._epoch))
         return self.multiplier
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._epoch = int(self.epoch)  # once per load, not per step
 
     def log_dict(self) -> dict[str, Tensor | float]:
         """Scalars to log: the multiplier (mean over components), bound, last value and violation. The first three

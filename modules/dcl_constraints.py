@@ -106,14 +106,13 @@ class DistributionalConstraint(nn.Module):
             self.register_buffer(f"running_{key}", torch.zeros(shape))
 
     def _update_running(self, stats: dict[str, Tensor]) -> None:
-        first = not bool(self.initialised)
+        # the first batch is copied, later ones blended; chosen on the device (no host read of the flag per step)
+        initialised = self.initialised.bool()
         for key, value in stats.items():
             running = self._running(key)
             reduced = _all_reduce_sum(value.float())
-            if first:
-                running.copy_(reduced)
-            else:
-                running.mul_(self.momentum).add_(reduced, alpha=1.0 - self.momentum)
+            blended = torch.add(running * self.momentum, reduced, alpha=1.0 - self.momentum)
+            running.copy_(torch.where(initialised, blended, reduced))
         self.initialised.fill_(True)
 
     def running_stats(self) -> dict[str, Tensor]:

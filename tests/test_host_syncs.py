@@ -14,8 +14,10 @@ A recipe passes when reads happen only in the steps whose values the trainer wri
 * everything outside a training step's ``advance``: validation (its metrics are read when it ends), epoch ends
   (epoch means, ``ModelCheckpoint``'s save and ``NonFiniteLossGuard``'s weight check before it), fit start
   (``EfficiencyReport`` counting MACs) and teardown: once per epoch or run, not per step;
-* reads from inside ``torch.utils.data`` (the sampler's index permutation at an epoch's first batch): host tensors
-  by construction, also in a GPU run, where they cost no synchronisation.
+* reads from inside ``torch.utils.data`` (the sampler's index permutation at an epoch's first batch) and
+  ``torch.optim`` (the ``step`` counter of Adam-style optimizers, which torch keeps on the host unless
+  ``capturable``/``fused``): host tensors by construction, also in a GPU run, where reading them costs no
+  synchronisation.
 
 Runs through ``main.cli_main`` with the progress bar on (Lightning's default bar) and the default W&B logger
 (offline), 50 steps, ``log_every_n_steps=10``.
@@ -37,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 50, 10
 READ_METHODS = ("item", "__bool__", "__float__", "__int__", "__format__", "tolist", "cpu", "numpy", "nonzero",
                 "unique")
-HOST_SIDE = ("torch/utils/data/",)  # see the module docstring
+HOST_SIDE = ("torch/utils/data/", "torch/optim/")  # see the module docstring
 
 
 class HostReadProbe(pl.Callback):
