@@ -19,6 +19,9 @@ class Tiny(pl.LightningModule):
         self.net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
         self.seen_in_val: list[torch.Tensor] = []
 
+    def forward(self, x):
+        return self.net(x)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         return nn.functional.mse_loss(self.net(x), y)
@@ -94,3 +97,23 @@ def test_resume_continues_the_same_average(tmp_path):
 def test_decay_outside_the_open_unit_interval_is_refused(decay):
     with pytest.raises(ValueError, match="decay must be strictly between 0 and 1"):
         WeightEMA(decay=decay)
+
+
+def test_export_uses_the_average_of_a_checkpoint_saved_during_training(tmp_path):
+    """ModelCheckpoint saves while the raw weights are in the model; the checkpoint's state_dict (what
+    nets.export.export_checkpoint and load_from_checkpoint read) still holds the average."""
+    from nets.export import export_checkpoint
+
+    ema = WeightEMA(decay=0.5)
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=1, accelerator="cpu", devices=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[ema, ckpt_cb])
+    trainer.fit(Tiny(), _loader(8))
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert not torch.equal(ckpt["state_dict"]["net.0.weight"], ckpt["current_model_state"]["net.0.weight"])
+    fresh = Tiny()
+    export_checkpoint(fresh, [], tmp_path / "last.ckpt", fmt="pt2", out=tmp_path / "m.pt2",
+                      example_input=torch.randn(2, 4))
+    assert torch.equal(fresh.net[0].weight, ckpt["state_dict"]["net.0.weight"])
+    assert torch.equal(fresh.net[1].running_mean, ckpt["state_dict"]["net.1.running_mean"])
