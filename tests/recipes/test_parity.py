@@ -238,3 +238,32 @@ def test_hybrid_recipe_builds_the_released_runner(recipe, tmp_path):
     # listed deviation: no EMA
     assert not any(isinstance(c, WeightEMA) for c in cli.trainer.callbacks)
     assert "no EMA of the weights" in header_deviations(recipe)
+
+
+# ------------------------------------------------------------------------------------------------ Global CIFAR
+# anilkagak2/PDE_GlobalLayer: train.py at commit 8482e752 (SGD momentum 0.9, Nesterov, MultiStepLR [150, 225] x0.1
+# for CIFAR, plain cross-entropy, RandomCrop(32, 4) + flip, no cutout unless -ct) and the ResNet-32-Global (m = 1)
+# command of runner-cifar-resnet-hyper-parameter-search.sh at commit 59ede3b0 (-b 32 -wd 6e-5 -e 300, lr default
+# 0.1, --K 1, widths 16/32/64/64).
+GLOBAL_CIFAR_SOURCE = ("anilkagak2/PDE_GlobalLayer@8482e752 train.py + "
+                       "@59ede3b0 runner-cifar-resnet-hyper-parameter-search.sh")
+GLOBAL_CIFAR: dict[str, Any] = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=6e-5, batch=32, epochs=300,
+                                    milestones=[150, 225], gamma=0.1, smoothing=0.0, K=1)
+
+
+@pytest.mark.parametrize("recipe", [pytest.param("global_resnet32_cifar10", id="global_resnet32_cifar10"),
+                                    pytest.param("global_resnet32_cifar100", id="global_resnet32_cifar100",
+                                                 marks=pytest.mark.slow)])
+def test_global_cifar_recipe_builds_the_released_runner(recipe, tmp_path):
+    r = GLOBAL_CIFAR
+    cli = build(recipe, tmp_path)
+    conf = cli.model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert type(opt) is torch.optim.SGD
+    g = opt.param_groups[0]
+    assert (g["initial_lr"], g["momentum"], g["nesterov"], g["weight_decay"]) == (
+        r["lr"], r["momentum"], r["nesterov"], r["weight_decay"])
+    assert isinstance(sched, torch.optim.lr_scheduler.MultiStepLR) and conf["lr_scheduler"]["interval"] == "epoch"
+    assert sorted(sched.milestones) == r["milestones"] and sched.gamma == r["gamma"]
+    assert cli.trainer.max_epochs == r["epochs"] and cli.datamodule.batch_size == r["batch"]
+    assert cli.model.hparams.label_smoothing == r["smoothing"] and cli.model.hparams.net_kwargs["K"] == r["K"]
