@@ -267,3 +267,29 @@ def test_global_cifar_recipe_builds_the_released_runner(recipe, tmp_path):
     assert sorted(sched.milestones) == r["milestones"] and sched.gamma == r["gamma"]
     assert cli.trainer.max_epochs == r["epochs"] and cli.datamodule.batch_size == r["batch"]
     assert cli.model.hparams.label_smoothing == r["smoothing"] and cli.model.hparams.net_kwargs["K"] == r["K"]
+
+
+# ------------------------------------------------------------------------------------------------- FPTT adding
+# anilkagak2/FPTT, commit ec707fe8: runner.sh (Add-Task: --alpha 0.5 --beta 0.5 --clip 1.0 --lr 0.001 --optim Adam
+# --nhid 128 --epochs 10000 --parts 10 --bptt 200/500/750/1000; "epochs" there are batches) and train.py defaults
+# (--batch_size 128, --wdecay 0).
+FPTT_SOURCE = "anilkagak2/FPTT@ec707fe8 runner.sh + train.py"
+FPTT_ADDING: dict[str, Any] = dict(alpha=0.5, beta=0.5, clip=1.0, lr=1e-3, hidden=128, steps=10000, parts=10,
+                                   batch=128, weight_decay=0.0)
+FPTT_RECIPES = {"fptt_lstm_adding_t200": 200, "fptt_lstm_adding_t500": 500, "fptt_lstm_adding_t750": 750,
+                "fptt_lstm_adding_t1000": 1000}
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "fptt_lstm_adding_t200"
+                                                 else (pytest.mark.slow,)) for r in FPTT_RECIPES])
+def test_fptt_adding_recipe_builds_the_released_runner(recipe, tmp_path):
+    r = FPTT_ADDING
+    cli = build(recipe, tmp_path)
+    h, opt = cli.model.hparams, cli.model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    assert type(opt) is torch.optim.Adam
+    assert (opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"]) == (r["lr"], r["weight_decay"])
+    assert (h.alpha, h.beta, h.gradient_clip_val, h.hidden_size, h.parts) == (r["alpha"], r["beta"], r["clip"],
+                                                                             r["hidden"], r["parts"])
+    assert cli.trainer.max_steps == r["steps"] and cli.datamodule.batch_size == r["batch"]
+    assert cli.datamodule.hparams.seq_len == FPTT_RECIPES[recipe]
