@@ -51,6 +51,7 @@ class HostReadProbe(pl.Callback):
         self.reads: list[tuple[int, str, str]] = []  # (step, method, stack)
         self.logging_steps: set[int] = set()
         self.steps: list[int] = []
+        self.logged: list[tuple[int | None, set[str]]] = []  # (step, keys) of every logger write
         self._step: int | None = None
         self._inner = False
         HostReadProbe.active = self
@@ -81,6 +82,14 @@ class HostReadProbe(pl.Callback):
                 self._step = None
 
         loop.advance = probed_advance
+        for logger in trainer.loggers:  # record what reaches the loggers (the call goes through unchanged)
+            write = logger.log_metrics
+
+            def recorded_write(metrics, step=None, _write=write):
+                self.logged.append((step, set(metrics)))
+                return _write(metrics, step)
+
+            logger.log_metrics = recorded_write
 
 
 @pytest.fixture()
@@ -101,14 +110,14 @@ def probe_reads(monkeypatch):
     HostReadProbe.active = None
 
 
-def _run(args: list[str]) -> HostReadProbe:
+def _run(args: list[str], with_trainer: bool = False):
     cli = cli_main(["fit", *args, f"--trainer.max_steps={STEPS}", "--trainer.max_epochs=100",
                     f"--trainer.log_every_n_steps={EVERY}", "--trainer.enable_progress_bar=true",
                     "--trainer.callbacks+=tests.test_host_syncs.HostReadProbe"])
     assert cli.trainer.global_step == STEPS
     probe = next(c for c in cli.trainer.callbacks if isinstance(c, HostReadProbe))
     assert type(cli.trainer.progress_bar_callback).__name__ in ("RichProgressBar", "TQDMProgressBar")
-    return probe
+    return (probe, cli.trainer) if with_trainer else probe
 
 
 def _check(probe: HostReadProbe) -> None:
@@ -125,8 +134,20 @@ def _check(probe: HostReadProbe) -> None:
 
 
 def test_quickstart_reads_the_device_only_at_logging_steps(probe_reads, tmp_path):
-    probe = _run(["--config", str(REPO / "recipes" / "quickstart.yaml"), f"--runs_root={tmp_path / 'runs'}"])
+    probe, trainer = _run(["--config", str(REPO / "recipes" / "quickstart.yaml"), f"--runs_root={tmp_path / 'runs'}"],
+                          with_trainer=True)
     _check(probe)
+    # what the user sees is kept: W&B gets train/loss_step at every logging step and the epoch means at epoch ends
+    # (23 batches per epoch: epochs end after steps 22 and 45, and max_steps ends the third after step 49), the
+    # progress bar shows the loss and the epoch means
+    step_writes = sorted(step for step, keys in probe.logged if "train/loss_step" in keys)
+    assert step_writes == sorted(probe.logging_steps)
+    epoch_writes = [step for step, keys in probe.logged if {"train/loss_epoch", "train/acc1"} <= keys]
+    assert epoch_writes == [22, 45, 49]
+    shown = trainer.progress_bar_metrics
+    assert {"train/loss_step", "train/loss_epoch", "train/acc1"} <= set(shown)
+    assert isinstance(shown["train/loss_step"], float)
+    assert "train/loss" in trainer.callback_metrics  # for callbacks that monitor it
 
 
 def _cifar(tmp_path, recipe: str, extra: list[str]) -> None:
