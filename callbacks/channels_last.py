@@ -12,6 +12,12 @@ start of a training batch, so it composes with callbacks that replace layers dur
 which rebuilds convolutions) without knowing about them. Parameters are converted in place (same ``Parameter``
 objects), so optimizers keep working. Checkpoints hold ordinary tensors and load into NCHW models unchanged.
 
+On the CPU it only changes the weights' memory layout (oneDNN convolutions take NHWC as well): the same training
+to float rounding, with speed that may go either way; the project's bf16-mixed recipes of convolutional nets list
+it by default (added by recipes/migrations/channels_last_bf16.py). It composes with ``torch.compile`` of the net
+(a new layout is a new input to the compiled graph, which is recompiled once) and with per-step checks: finding
+the layout needs no read of tensor values, so it adds no host-device synchronisation.
+
 Example::
 
     trainer = Trainer(precision="bf16-mixed", callbacks=[ChannelsLast()])
