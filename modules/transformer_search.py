@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 
-from modules.text_classifier import TextClassifier, _default_optimizer
 from modules.step_logging import log_train_value
+from modules.text_classifier import TextClassifier, _default_optimizer
 from nets.searchable_encoder import Arch, crossover_arch, mutate_arch, random_arch
 from nets.token_downsampling import downsampled_length
 
