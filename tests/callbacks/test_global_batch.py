@@ -76,3 +76,36 @@ def test_schedule_longer_than_the_run_is_refused_before_training():
     with pytest.raises(ValueError, match="warmup_epochs=3 does not fit a run of max_epochs=2"):
         _fit(model, GlobalBatchSize(global_batch_size=8), epochs=2)
     assert model.batch_sizes == []
+
+
+def test_both_callback_files_work_copied_alone(tmp_path):
+    """callbacks/global_batch.py and callbacks/ema.py import nothing from this project."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("global_batch.py", "ema.py"):
+        shutil.copy(repo / "callbacks" / name, tmp_path / name)
+    script = (
+        "import torch, lightning.pytorch as pl\n"
+        "from torch.utils.data import DataLoader, TensorDataset\n"
+        "from global_batch import GlobalBatchSize\nfrom ema import WeightEMA\n"
+        "class D(pl.LightningDataModule):\n"
+        "    batch_size = 4\n"
+        "    def train_dataloader(self):\n"
+        "        return DataLoader(TensorDataset(torch.randn(16, 3), torch.randn(16, 1)), batch_size=self.batch_size)\n"
+        "class M(pl.LightningModule):\n"
+        "    def __init__(self):\n        super().__init__(); self.l = torch.nn.Linear(3, 1)\n"
+        "    def training_step(self, b, i):\n        return torch.nn.functional.mse_loss(self.l(b[0]), b[1])\n"
+        "    def configure_optimizers(self):\n        return torch.optim.SGD(self.parameters(), lr=0.1)\n"
+        "t = pl.Trainer(max_epochs=1, accelerator='cpu', logger=False, enable_checkpointing=False,\n"
+        "               enable_progress_bar=False, enable_model_summary=False,\n"
+        "               callbacks=[GlobalBatchSize(global_batch_size=8), WeightEMA(decay=0.9)])\n"
+        "t.fit(M(), datamodule=D())\nassert t.global_step == 2 and t.accumulate_grad_batches == 2\nprint('ok')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
