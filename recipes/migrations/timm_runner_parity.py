@@ -133,13 +133,16 @@ def body(name: str, data: dict[str, Any]) -> dict[str, Any]:
     runner, dp_key, _ = RECIPES[name]
     r = settings(runner)
     data["trainer"]["max_epochs"] = r["epochs"]
-    callbacks = [c for c in data["trainer"].get("callbacks") or []
-                 if c.get("class_path") not in ("callbacks.global_batch.GlobalBatchSize", "callbacks.ema.WeightEMA")]
-    callbacks += [
-        {"class_path": "callbacks.global_batch.GlobalBatchSize",
-         "init_args": {"global_batch_size": r["global_batch"]}},
-        {"class_path": "callbacks.ema.WeightEMA", "init_args": {"decay": r["ema_decay"]}},
-    ]
+    callbacks = list(data["trainer"].get("callbacks") or [])
+    wanted = [{"class_path": "callbacks.global_batch.GlobalBatchSize",
+               "init_args": {"global_batch_size": r["global_batch"]}},
+              {"class_path": "callbacks.ema.WeightEMA", "init_args": {"decay": r["ema_decay"]}}]
+    for entry in wanted:  # replaced where it is (other migrations may have added callbacks after it), else appended
+        at = [i for i, c in enumerate(callbacks) if c.get("class_path") == entry["class_path"]]
+        if at:
+            callbacks[at[0]] = entry
+        else:
+            callbacks.append(entry)
     data["trainer"]["callbacks"] = callbacks
     m = data["model"]["init_args"]
     for key in ("warmup_steps", "warmup_factor", "lr_scheduler_interval"):
