@@ -56,7 +56,7 @@ from tqdm import tqdm
 SETTINGS = ("imbalanced", "noisy")
 METHODS = ("plain", "dcl")
 WORST_MARGIN, GAP_MARGIN, MEAN_MARGIN = 0.0, 0.0, 0.5  # points, fixed before running
-# the VGG-9 layout at a quarter of its widths (as benchmarks/quant_glyphs.py): fast on CPU, far from the ceiling
+# the VGG-9 layout at a quarter of its widths (as studies/quant_glyphs.yaml): fast on CPU, far from the ceiling
 NET_KWARGS = {"vgg9": {"cfg": [16, 16, "M", 32, 32, "M", 64, 64, "M"], "hidden": 64}}
 
 
