@@ -760,7 +760,6 @@ class RecipeCLI(LightningCLI):
     ``export``."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
-        self._argv = list(args) if args is not None else sys.argv[1:]
         super().__init__(
             model_class=None,
             datamodule_class=None,
