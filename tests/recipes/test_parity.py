@@ -293,3 +293,65 @@ def test_fptt_adding_recipe_builds_the_released_runner(recipe, tmp_path):
                                                                              r["hidden"], r["parts"])
     assert cli.trainer.max_steps == r["steps"] and cli.datamodule.batch_size == r["batch"]
     assert cli.datamodule.hparams.seq_len == FPTT_RECIPES[recipe]
+
+
+# ------------------------------------------------------------------------------------------------- L1 pruning
+# Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017: Table 1 / Section 4 (per-stage ratios and
+# skipped layers of the A/B/C rows; retraining at a constant lr of 0.001 for 40 epochs on CIFAR-10 and 20 on
+# ImageNet). Momentum, weight decay and batch are not in the paper: the reference reimplementation
+# Eric-mingjie/rethinking-network-pruning, commit 92e41085, cifar/l1-norm-pruning/main_finetune.py (SGD momentum
+# 0.9, --weight-decay 1e-4, --batch-size 64, --epochs 40, --lr 0.001, no schedule; Pad 4 + RandomCrop 32 + flip)
+# and imagenet/l1-norm-pruning/main_finetune.py (--epochs 20, -b 256, --lr 0.001 divided by 10 every 30 epochs,
+# so constant over 20; momentum 0.9, wd 1e-4).
+PRUNE_SOURCE = ("Li et al. ICLR 2017 Table 1 + Eric-mingjie/rethinking-network-pruning@92e41085 "
+                "{cifar,imagenet}/l1-norm-pruning/main_finetune.py")
+PRUNE_RETRAIN: dict[str, dict[str, Any]] = {
+    "cifar10": dict(lr=1e-3, momentum=0.9, weight_decay=1e-4, epochs=40, global_batch=64, devices=1),
+    "imagenet": dict(lr=1e-3, momentum=0.9, weight_decay=1e-4, epochs=20, global_batch=256, devices=8),
+}
+# the paper's rows: per-stage first-conv ratios (ResNets) or per-layer ratios (VGG, paper numbering), skips
+PRUNE_PAPER: dict[str, dict[str, Any]] = {
+    "vgg16_a": dict(ratios={str(k): 0.5 for k in (1, 8, 9, 10, 11, 12, 13)}, skip=[]),
+    "resnet56_a": dict(ratios={"layer1.*.conv1": 0.1, "layer2.*.conv1": 0.1, "layer3.*.conv1": 0.1},
+                       skip=[16, 20, 38, 54]),
+    "resnet56_b": dict(ratios={"layer1.*.conv1": 0.6, "layer2.*.conv1": 0.3, "layer3.*.conv1": 0.1},
+                       skip=[16, 18, 20, 34, 38, 54]),
+    "resnet110_a": dict(ratios={"layer1.*.conv1": 0.5}, skip=[36]),
+    "resnet110_b": dict(ratios={"layer1.*.conv1": 0.5, "layer2.*.conv1": 0.4, "layer3.*.conv1": 0.3},
+                        skip=[36, 38, 74]),
+    "resnet34_a": dict(ratios={"layer1.*.conv1": 0.3, "layer2.*.conv1": 0.3, "layer3.*.conv1": 0.3},
+                       skip=[2, 8, 14, 16, 26, 28, 30, 32]),
+    "resnet34_b": dict(ratios={"layer1.*.conv1": 0.5, "layer2.*.conv1": 0.6, "layer3.*.conv1": 0.4},
+                       skip=[2, 8, 14, 16, 26, 28, 30, 32]),
+    # C: stage 3's second convs and its identity/projection path at 20%, the first convs untouched
+    "resnet34_c": dict(ratios={"layer3.0.downsample.0": 0.2}, skip=[]),
+}
+PRUNE_RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("prune_*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "prune_resnet56_cifar10_a"
+                                                 else (pytest.mark.slow,)) for r in PRUNE_RECIPES])
+def test_prune_recipe_follows_the_paper_and_the_reference_retraining(recipe, tmp_path):
+    from callbacks.l1_filter_pruning import L1FilterPruning
+
+    model_name, letter = recipe.split("_")[1], recipe.split("_")[-1]
+    r = PRUNE_RETRAIN["imagenet" if "imagenet" in recipe else "cifar10"]
+    cli = build(recipe, tmp_path, "--init_from=null")
+    pruning = callback(cli.trainer, L1FilterPruning)
+    paper = PRUNE_PAPER[f"{model_name}_{letter}"]
+    assert pruning.preset == f"{model_name}_{letter}"
+    assert pruning.ratios == paper["ratios"] and sorted(pruning.skip) == paper["skip"]
+    assert pruning.ranking == "independent" and pruning.prune_at_epoch in (None, 0)
+    conf = cli.model.configure_optimizers()
+    opt = conf["optimizer"] if isinstance(conf, dict) else conf
+    # constant rate: no scheduler at all (the ImageNet step at epoch 30 never comes within 20 epochs)
+    assert not isinstance(conf, dict) or "lr_scheduler" not in conf
+    assert type(opt) is torch.optim.SGD
+    for g in opt.param_groups:
+        assert (g["lr"], g["momentum"], g["weight_decay"], g["nesterov"]) == (
+            r["lr"], r["momentum"], r["weight_decay"], False)
+    assert cli.trainer.max_epochs == r["epochs"]
+    assert cli.datamodule.batch_size * r["devices"] == r["global_batch"]
+    if r["devices"] > 1:
+        assert f"--trainer.devices={r['devices']}" in (REPO / "recipes" / f"{recipe}.yaml").read_text()
+    assert cli.model.hparams.label_smoothing in (0, 0.0, None)
