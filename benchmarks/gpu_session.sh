@@ -6,7 +6,7 @@
 #   2. training throughput of full-size recipes through main.py beside the plain PyTorch loop on the same net, data
 #      pipeline and precision: fp32, bf16-mixed, bf16 + channels-last, bf16 + channels-last + compile, and the
 #      CPU goal case (benchmarks/throughput.py; the report is rewritten after every row, so a run cut by its time
-#      limit keeps what it measured; random full-size CIFAR/ImageNet files are written under DATA_ROOT first);
+#      limit keeps what it measured; the real sets from data/, else random full-size files written under RANDOM_DATA_ROOT first);
 #   3. the Affine VAE pose search, batched vs per-sample loop, on CUDA (benchmarks/avae_search_speed.py).
 # Usage: OUT=<folder> bash benchmarks/gpu_session.sh   (writes at most 7 files into OUT, default results/gpu)
 set -uo pipefail
@@ -25,6 +25,6 @@ SMOKE_ACCELERATOR=gpu timeout "${SMOKE_TIMEOUT:-300}" $PY -m pytest tests/recipe
   > "$OUT/gpu_smoke.log" 2>&1
 echo "smoke: rc $? in $(( $(date +%s) - start )) s; $(tail -1 "$OUT/gpu_smoke.log")"
 timeout "${THROUGHPUT_TIMEOUT:-300}" $PY -m benchmarks.throughput --device cuda --rounds 2 --steps 20 --warmup 5 \
-  --workers 12 --data-root "${DATA_ROOT:-/tmp/throughput_data}" --out-dir "$OUT" 2>&1 | grep -E '^[a-z_0-9@]+ [a-z0-9_]+: |^wrote'
+  --workers 12 --random-root "${RANDOM_DATA_ROOT:-/tmp/throughput_random}" --out-dir "$OUT" 2>&1 | grep -E '^[a-z_0-9@]+ [a-z0-9_]+: |^wrote'
 timeout "${AVAE_TIMEOUT:-90}" $PY -m benchmarks.avae_search_speed --device cuda --out "$OUT/avae_search_speed_cuda.json" \
   2>&1 | tail -12

@@ -12,9 +12,10 @@ For each recipe and mode, two sides train for ``--steps`` timed steps after ``--
   as in the mode; timed over the same steps. A callback's own work (quantizing weights, ...) is on the recipe side
   only, so its cost is part of the ratio.
 
-The data is the recipe's real datamodule reading its real on-disk format at full size: ``--data-root`` holds
-``cifar10``/``cifar100``/``imagenet``; a missing set is written there first as random images in the real format
-and size (CIFAR: 50,000 + 10,000 32x32 images; ImageNet: ``--imagenet-per-class`` JPEGs of 375x500 per class).
+The data is the recipe's real datamodule reading its real on-disk format at full size: the real set from
+``--data-root`` (``cifar10``/``cifar100``/``imagenet``) where it is there, else random images in the real format and
+size written once under ``--random-root`` (CIFAR: 50,000 + 10,000 32x32 images; ImageNet: ``--imagenet-per-class``
+JPEGs of 375x500 per class); each row says which (``data``).
 
 Modes: ``fp32``, ``bf16`` (``bf16-mixed``), ``bf16_cl`` (plus ChannelsLast), ``fp32_compile`` /
 ``bf16_cl_compile`` (plus ``compile``). The sides alternate for ``--rounds`` rounds (the first side alternates too)
@@ -114,28 +115,32 @@ def data_class(config: dict[str, Any]) -> str:
     return config["data"]["class_path"].rsplit(".", 1)[-1]
 
 
-def ensure_data(name: str, root: Path, imagenet_per_class: int) -> Path:
-    """The data folder of datamodule ``name`` under ``root``, written as random full-size data if absent."""
+def ensure_data(name: str, root: Path, random_root: Path, imagenet_per_class: int) -> tuple[Path, str]:
+    """(data folder, "real" or "random") for datamodule ``name``: the real set under ``root`` where it is there,
+    else random images in the real format and size under ``random_root`` (written once; never into ``root``,
+    so a later training run cannot mistake them for the real set)."""
     from tests import fakedata
 
     if name not in DATASETS:
         raise ThroughputError(f"--recipes: the datamodule {name} has no data writer here; use recipes on "
                               f"{', '.join(DATASETS)}.")
-    folder = root / DATASETS[name][0]
-    real = {"CIFAR10DataModule": "cifar-10-batches-py/data_batch_1", "CIFAR100DataModule": "cifar-100-python/train",
-            "ImageNetDataModule": "train"}[name]
-    if (folder / ".complete").is_file() or ((folder / real).exists() and not (folder / ".random").exists()):
-        return folder  # the real set, or random data written completely before
+    sub = DATASETS[name][0]
+    probe = {"CIFAR10DataModule": "cifar-10-batches-py/data_batch_1", "CIFAR100DataModule": "cifar-100-python/train",
+             "ImageNetDataModule": "train"}[name]
+    if (root / sub / probe).exists():
+        return root / sub, "real"
+    folder = random_root / sub
+    if (folder / ".complete").is_file():
+        return folder, "random"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / ".random").write_text("random images in the real format, written by benchmarks/throughput.py\n")
     if name == "CIFAR10DataModule":
         fakedata.write_cifar10(folder, n_train=50_000, n_test=10_000)
     elif name == "CIFAR100DataModule":
         fakedata.write_cifar100(folder, n_train=50_000, n_test=10_000)
     else:
         fakedata.write_imagenet(folder, num_classes=1000, per_class=imagenet_per_class, size=(375, 500))
-    (folder / ".complete").write_text("ok\n")
-    return folder
+    (folder / ".complete").write_text("random images in the real format, written by benchmarks/throughput.py\n")
+    return folder, "random"
 
 
 def build(case: str, mode: str, device: str, steps: int, batch: int | None, data_dir: Path, runs: Path,
@@ -251,7 +256,7 @@ def measure(case: str, mode: str, args: argparse.Namespace, data_root: Path, dev
     """Alternating rounds of both sides for one (case, mode) on ``device``."""
     recipe, _ = split_case(case)
     name = data_class(recipe_config(recipe))
-    data_dir = ensure_data(name, data_root, args.imagenet_per_class)
+    data_dir, data_kind = ensure_data(name, data_root, args.random_root, args.imagenet_per_class)
     batch = args.batch_size or (GOAL_BATCH if case == GOAL_CASE else None)
     steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory() as runs:
@@ -279,6 +284,7 @@ def measure(case: str, mode: str, args: argparse.Namespace, data_root: Path, dev
                               "plain_images_per_s": result["plain"]["images_per_s"]})
         row = {"case": case, "mode": mode, "device": device, "batch": result["recipe"]["batch"], "timed_steps": args.steps,
                "input_shape": list(ref.datamodule.input_shape), "datamodule": name, "data_dir": str(data_dir),
+               "data": data_kind,
                **ratio_summary(per_round), "per_round": per_round}
         if device == "cuda":
             row["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -336,14 +342,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Training throughput: recipes through main.py vs a plain PyTorch loop ({device})", "",
              f"{report['steps']} timed steps after {report['warmup']} warm-up steps per side, {report['rounds']} "
              "alternating rounds; ratio = recipe images/s / plain images/s per round, median [min, max]. Real "
-             "datamodules on full-size data in the real on-disk format (random images where the set is absent).",
-             "", "| recipe | device | batch | input | mode | recipe images/s | plain images/s | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+             "datamodules on full-size data in the real on-disk format (random images where the set is absent: column data).",
+             "", "| recipe | device | data | batch | input | mode | recipe images/s | plain images/s | ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r.get('device', '')} | | | {r['mode']} | failed: {r['error']} | | |")
+            lines.append(f"| {r['case']} | {r.get('device', '')} | | | | {r['mode']} | failed: {r['error']} | | |")
             continue
-        lines.append(f"| {r['case']} | {r['device']} | {r['batch']} | {'x'.join(map(str, r['input_shape']))} | {r['mode']} | "
+        lines.append(f"| {r['case']} | {r['device']} | {r['data']} | {r['batch']} | {'x'.join(map(str, r['input_shape']))} | {r['mode']} | "
                      f"{r['recipe_images_per_s']:.1f} | {r['plain_images_per_s']:.1f} | {_fmt(r['ratio'])} |")
     g = report.get("goal")
     if g is not None:
@@ -382,7 +388,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="override every recipe's batch size")
     p.add_argument("--workers", type=int, default=2, help="data loader workers (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
-    p.add_argument("--data-root", type=Path, default=REPO / "data", help="holds cifar10/, cifar100/, imagenet/")
+    p.add_argument("--data-root", type=Path, default=REPO / "data",
+                   help="the real sets, if present: cifar10/, cifar100/, imagenet/ (default data/)")
+    p.add_argument("--random-root", type=Path, default=Path(tempfile.gettempdir()) / "throughput_random",
+                   help="where random full-size sets are written when a real one is absent")
     p.add_argument("--imagenet-per-class", type=int, default=2, help="random JPEGs per class if ImageNet is absent")
     p.add_argument("--extra", nargs="*", default=[], help="more main.py arguments for every recipe side")
     p.add_argument("--no-cpu-goal", action="store_true", help="with --device cuda: skip the CPU goal case")

@@ -54,6 +54,17 @@ def test_table1_projection_arithmetic():
     assert a["retrain_gpu_h"] is None and a["total_gpu_h"] is None  # not measured: never a made-up number
 
 
+def test_random_data_is_never_written_where_the_real_set_belongs(tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr(fakedata, "write_cifar10", lambda root, **kw: written.append((root, kw)))
+    folder, kind = tp.ensure_data("CIFAR10DataModule", tmp_path / "data", tmp_path / "random", 1)
+    assert kind == "random" and folder == tmp_path / "random" / "cifar10"
+    assert written == [(folder, {"n_train": 50_000, "n_test": 10_000})]  # the real size
+    assert not (tmp_path / "data").exists()
+    assert tp.ensure_data("CIFAR10DataModule", tmp_path / "data", tmp_path / "random", 1) == (folder, "random")
+    assert len(written) == 1  # written once
+
+
 def test_bad_recipe_is_one_paragraph():
     with pytest.raises(tp.ThroughputError, match="--recipes: no recipe 'nope'"):
         tp.recipe_config("nope")
@@ -64,11 +75,12 @@ def test_tiny_run_writes_the_report(tmp_path):
     out = tmp_path / "out"
     report = tp.main(["--recipes", tp.GOAL_CASE, "--modes", "fp32", "--steps", "1", "--warmup", "1",
                       "--rounds", "1", "--batch-size", "4", "--workers", "0", "--data-root", str(tmp_path / "data"),
+                      "--random-root", str(tmp_path / "random"),
                       "--out-dir", str(out), "--extra=--trainer.callbacks=[]"])
     (row,) = report["rows"]
     assert "error" not in row, row
     assert row["case"] == tp.GOAL_CASE and row["mode"] == "fp32" and row["device"] == "cpu" and row["batch"] == 4
-    assert row["input_shape"] == [3, 32, 32] and row["datamodule"] == "CIFAR10DataModule"
+    assert row["input_shape"] == [3, 32, 32] and row["datamodule"] == "CIFAR10DataModule" and row["data"] == "real"
     assert len(row["per_round"]) == 1 and row["per_round"][0]["first"] == "plain"
     r = row["per_round"][0]
     assert row["ratio"]["median"] == pytest.approx(r["recipe_images_per_s"] / r["plain_images_per_s"])
@@ -79,5 +91,5 @@ def test_tiny_run_writes_the_report(tmp_path):
     assert machine["logical_cpus"] >= 1 and machine["cpu"] and machine["torch"]
     assert "loadavg_at_start" in machine and "loadavg_at_end" in machine
     md = (out / "throughput_cpu.md").read_text()
-    assert f"| {tp.GOAL_CASE} | cpu | 4 | 3x32x32 | fp32 |" in md
+    assert f"| {tp.GOAL_CASE} | cpu | real | 4 | 3x32x32 | fp32 |" in md
     assert "not measured in this run" in md and "Table 1" in md and "Command:" in md and "load average" in md
