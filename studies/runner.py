@@ -28,6 +28,7 @@ from studies.spec import Run, Study, StudyError, as_cli_value
 
 STUDY_MARK = "study.json"  # at <runs_root>/<study>/: which study file owns the folder
 RUN_MARK = "study_run.json"  # in every run directory
+REQUEUING = False  # set by studies.slurm.StudyJob.checkpoint when submitit requeues the job (its exit passes through)
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -218,6 +219,8 @@ def run_job(run_dir: str, steps: list[list[str]], threads: int) -> dict[str, Any
             cli_main(list(args))
             error = None
         except SystemExit as e:  # a user-facing error, already printed as one paragraph
+            if REQUEUING:  # submitit checkpointed and requeued this job (SLURM's USR2): let its exit through
+                raise
             error = f"main.py {args[0]} exited with status {e.code} (its error is printed above in this log)"
         except Exception:  # noqa: BLE001 - reported to the runner, which prints it
             error = traceback.format_exc()

@@ -15,7 +15,7 @@ import yaml
 
 TOP_KEYS = {"name", "header", "seeds", "seed_overrides", "axes", "stages", "metrics", "claims", "plots"}
 HEADER_KEYS = {"title", "paper", "section", "published", "command", "notes", "previous_source"}
-STAGE_KEYS = {"recipe", "overrides", "init_from", "checkpoints", "seeds", "budget_min", "test", "report"}
+STAGE_KEYS = {"recipe", "overrides", "init_from", "checkpoints", "seeds", "budget_min", "test", "report", "gpus"}
 METRIC_KEYS = {"stage", "file", "key", "scale", "where", "label", "previous"}
 CLAIM_KEYS = {"a", "b", "test", "margin", "paired", "min_seeds", "confidence", "value", "primary", "label"}
 CLAIM_TESTS = ("non_inferior", "beats", "ratio_at_most", "ratio_at_least")
@@ -41,6 +41,7 @@ class Stage:
     test: bool
     report: bool
     axes: tuple[str, ...]  # the axes that apply to this stage, in the study's axis order
+    gpus: int = 1  # GPUs of one run on a cluster (one task per GPU, one node); local runs ignore it
 
     @property
     def upstream(self) -> list[str]:
@@ -298,13 +299,17 @@ def _stages(where: str, data: Any, seeds: tuple[int, ...], axes: dict, root: Pat
         if not isinstance(budget, int | float) or isinstance(budget, bool) or budget <= 0:
             raise StudyError(f"{where}: {key}.budget_min must be a positive number of minutes (the time limit of "
                              f"one run), got {budget!r}.")
+        gpus = spec.get("gpus", 1)
+        if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+            raise StudyError(f"{where}: {key}.gpus must be a positive integer (GPUs of one run on a cluster), got "
+                             f"{gpus!r}.")
         stage_axes = tuple(a for a, s in axes.items() if s["stages"] is None or name in s["stages"])
         out[str(name)] = Stage(
             name=str(name), recipe=recipe, overrides=_overrides(where, f"{key}.overrides", spec.get("overrides")),
             init_from=spec.get("init_from"), checkpoints=dict(checkpoints),
             seeds=_seeds(where, f"{key}.seeds", spec["seeds"]) if "seeds" in spec else seeds,
             budget_min=float(budget), test=bool(spec.get("test", False)), report=bool(spec.get("report", False)),
-            axes=stage_axes,
+            axes=stage_axes, gpus=gpus,
         )
     return out
 
@@ -420,6 +425,17 @@ def _claims(study: Study, data: Any) -> dict[str, Claim]:
             label=str(spec.get("label", name)),
         )
     return out
+
+
+def with_seed_count(study: Study, n: int) -> Study:
+    """The study with seeds 0..n-1 in every stage (``--seeds N``: e.g. 5 seeds for a claim, 1 for a quick look)."""
+    import dataclasses
+
+    if n < 1:
+        raise StudyError(f"--seeds must be >= 1 (the number of seeds of every stage), got {n}.")
+    seeds = tuple(range(n))
+    stages = {k: dataclasses.replace(s, seeds=seeds) for k, s in study.stages.items()}
+    return dataclasses.replace(study, seeds=seeds, stages=stages)
 
 
 def as_cli_value(value: Any) -> str:

@@ -1,0 +1,144 @@
+"""GPU-hour estimate of a study (printed by ``python -m studies run ... --dry-run``).
+
+One run of a stage costs ``epochs x training images / images per second / 3600`` GPU-hours, with the images per
+second of one GPU:
+
+* measured: the lowest ``images_per_s`` of the stage's recipe in the throughput benchmark's results
+  (``results/gpu_recipes.json``, ``results/throughput.json``: rows with ``recipe`` and ``images_per_s``), or else
+* assumed from the net's MACs: ``ASSUMED_FLOPS / (6 x MACs per image)`` (a training step is about three passes of
+  two FLOPs per MAC), the MACs counted by ``main.py report``. The assumption is printed.
+
+A run on G GPUs is assumed to scale linearly (same GPU-hours, 1/G the wall time). Test and report steps are left
+out (one pass over the test split).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from studies.spec import Study
+
+THROUGHPUT_FILES = ("results/gpu_recipes.json", "results/throughput.json")
+ASSUMED_FLOPS = 4e12  # effective training FLOP/s of one GPU; the measured CIFAR ResNets give 3-4e12 in fp32
+TRAIN_IMAGES = {"CIFAR10DataModule": 50_000, "CIFAR100DataModule": 50_000, "ImageNetDataModule": 1_281_167,
+                "MNISTDataModule": 60_000}
+
+
+@dataclass
+class StageCost:
+    stage: str
+    runs: int
+    gpus: int
+    epochs: float | None
+    images: int | None
+    images_per_s: float | None
+    source: str
+
+    @property
+    def gpu_hours_per_run(self) -> float | None:
+        if self.epochs is None or self.images is None or not self.images_per_s:
+            return None
+        return self.epochs * self.images / self.images_per_s / 3600.0
+
+    @property
+    def gpu_hours(self) -> float | None:
+        per = self.gpu_hours_per_run
+        return None if per is None else per * self.runs
+
+
+def measured_throughput(files: tuple[str, ...] | list[str] = THROUGHPUT_FILES) -> dict[str, tuple[float, str]]:
+    """Recipe stem -> (lowest measured images/s, "file (device)")."""
+    out: dict[str, tuple[float, str]] = {}
+    for name in files:
+        try:
+            data = json.loads(Path(name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        rows = data.get("rows", []) if isinstance(data, dict) else data
+        device = data.get("device", "?") if isinstance(data, dict) else "?"
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict) or "recipe" not in row or not row.get("images_per_s"):
+                continue
+            stem = Path(str(row["recipe"])).stem
+            ips = float(row["images_per_s"])
+            if stem not in out or ips < out[stem][0]:
+                out[stem] = (ips, f"{name} ({row.get('device', device)})")
+    return out
+
+
+def _setting(study: Study, stage: str, dotted: str) -> Any:
+    s = study.stages[stage]
+    if dotted in s.overrides:
+        return s.overrides[dotted]
+    node: Any = yaml.safe_load(Path(s.recipe).read_text()) or {}
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _macs(recipe: str, overrides: dict[str, Any]) -> float | None:
+    """MACs per image of the recipe's net (``main.py report --json``, in this process; None if it fails)."""
+    import tempfile
+
+    from main import cli_main
+    from studies.spec import as_cli_value
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report.json"
+        args = ["report", "--config", recipe, "--json", str(out)]
+        args += [f"--{k}={as_cli_value(v)}" for k, v in overrides.items() if k.startswith("model.")]
+        buf = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                cli_main(args)
+            return float(json.loads(out.read_text())["macs"])
+        except (SystemExit, Exception):  # noqa: BLE001 - an estimate: unknown is shown as '?'
+            return None
+
+
+def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...] | list[str] = THROUGHPUT_FILES,
+             count_macs: bool = True) -> list[StageCost]:
+    measured = measured_throughput(files)
+    out = []
+    for stage, runs in runs_per_stage.items():
+        s = study.stages[stage]
+        epochs = _setting(study, stage, "trainer.max_epochs")
+        cls = str(_setting(study, stage, "data.class_path") or "").rsplit(".", 1)[-1]
+        images = TRAIN_IMAGES.get(cls) or _setting(study, stage, "data.init_args.train_size")
+        stem = Path(s.recipe).stem
+        if stem in measured:
+            ips, source = measured[stem][0], f"measured: {measured[stem][1]}"
+        else:
+            macs = _macs(s.recipe, s.overrides) if count_macs else None
+            ips = ASSUMED_FLOPS / (6 * macs) if macs else None
+            source = (f"assumed: {macs:.3g} MACs/image at {ASSUMED_FLOPS:.0e} FLOP/s, 6 FLOPs/MAC" if macs else
+                      "unknown: no measurement and no MAC count")
+        out.append(StageCost(stage, runs, s.gpus, None if epochs is None else float(epochs),
+                             None if images is None else int(images), ips, source))
+    return out
+
+
+def format_costs(costs: list[StageCost]) -> str:
+    lines = ["cost estimate (GPU-hours = epochs x training images / images per second per GPU / 3600):"]
+    total, unknown = 0.0, []
+    for c in costs:
+        per = c.gpu_hours_per_run
+        if per is None:
+            unknown.append(c.stage)
+            lines.append(f"  {c.stage}: {c.runs} run(s) x ? GPU-h ({c.source}; epochs {c.epochs}, images {c.images})")
+            continue
+        total += c.gpu_hours or 0.0
+        lines.append(f"  {c.stage}: {c.runs} run(s) x {per:.2f} GPU-h = {c.gpu_hours:.2f} GPU-h "
+                     f"({c.epochs:g} epochs x {c.images} images at {c.images_per_s:.0f} images/s; {c.source}; "
+                     f"{per / c.gpus:.2f} h wall per run on {c.gpus} GPU(s), linear scaling assumed)")
+    lines.append(f"  total: {total:.1f} GPU-hours" + (f" (without {', '.join(unknown)})" if unknown else ""))
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""The SLURM launcher through submitit's real SLURM executor, against stub ``sbatch``/``squeue``/``sacct``/
+``scontrol``/``scancel``/``srun`` executables (tests/studies/stubs/) that run the submitted scripts on this machine
+and answer as SLURM does.
+
+The stubs record what submitit submits (``sbatch.jsonl``: the ``#SBATCH`` options of every submission) and the
+environment srun gives each task (``srun.jsonl``). The jobs are the tiny digits study's real ``main.py`` runs, on
+CPU (``accelerator: cpu`` in the profile), a 2-"GPU" stage as 2 DDP ranks over gloo that Lightning builds from the
+SLURM variables alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.studies.tiny import REPO, metrics, studies, tiny_study
+
+STUBS = REPO / "tests" / "studies" / "stubs"
+USR2 = {"class_path": "tests.studies.stubs.usr2_at_epoch.Usr2AtEpoch"}
+EXIT = {"class_path": "tests.studies.exit_at_epoch.ExitAtEpoch"}
+
+
+@pytest.fixture
+def slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stub SLURM on PATH with its state in tmp_path/slurm; returns a profile file for CPU jobs."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("PATH", f"{STUBS}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("STUB_SLURM_DIR", str(tmp_path / "slurm"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("STUDIES_TEST_EXIT_AT_EPOCH", "STUDIES_TEST_USR2_AT_EPOCH", "STUB_SLURM_FAIL_STATE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("STUDIES_TEST_LOG", str(tmp_path / "starts.log"))
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("partition: debug\ngpus_per_node: 2\naccelerator: cpu\ncpus_per_gpu: 1\naccount: lab\n"
+                       "signal_delay_s: 90\nsbatch: {mail-type: FAIL}\n")
+    yield profile
+    # stop what is still queued (a failing test), so no scheduler outlives it
+    for job in (tmp_path / "slurm" / "jobs").glob("*.json"):
+        subprocess.run([str(STUBS / "scancel"), job.stem], capture_output=True)
+
+
+def _wait(runs: Path, keys: list[str], step: str = "test", timeout: float = 200.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all((runs / "tiny" / k / "metrics" / f"{step}.json").is_file() for k in keys):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"runs {keys} did not finish; stub state in {os.environ['STUB_SLURM_DIR']}")
+
+
+def _wait_states(slurm_dir: Path, n_jobs: int, timeout: float = 200.0) -> dict[str, dict]:
+    """Waits until the first n_jobs submissions are terminal or stuck on a dependency; returns their records."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        jobs = {p.stem: json.loads(p.read_text()) for p in (slurm_dir / "jobs").glob("*.json")}
+        if len(jobs) >= n_jobs and all(
+                t["state"] in ("COMPLETED", "FAILED", "PREEMPTED", "CANCELLED") or
+                t["reason"] == "DependencyNeverSatisfied" for j in jobs.values() for t in j["tasks"].values()):
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError(f"stub jobs did not settle: {slurm_dir}")
+
+
+def _submissions(slurm_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (slurm_dir / "sbatch.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_arrays_dependencies_ranks_and_a_requeue_that_resumes(slurm: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    def edit(d: dict) -> None:
+        d["stages"]["first"]["gpus"] = 2  # two DDP ranks over the job's two tasks
+        d["stages"]["second"]["overrides"]["trainer.callbacks"] = [EXIT, USR2]
+
+    study = tiny_study(tmp_path / "tiny.yaml", edit)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("STUDIES_TEST_USR2_AT_EPOCH", "1")  # SLURM's time-limit signal in epoch 1, first attempt
+    assert studies("run", study, "--runs-root", runs, "--launcher", "slurm", "--profile", slurm) == 0
+    _wait(runs, ["first/seed0", "first/seed1", "second/seed0", "second/seed1"])
+    slurm_dir = tmp_path / "slurm"
+    first, second = _submissions(slurm_dir)
+    # one job array per stage, the second after the first's runs, GPUs = tasks per node, USR2 before the limit
+    assert first["options"]["array"] == "0-1%2" and second["options"]["array"] == "0-1%2"
+    assert first["options"]["ntasks-per-node"] == "2" and first["options"]["gpus-per-node"] == "2"
+    assert second["options"]["ntasks-per-node"] == "1" and second["options"]["gpus-per-node"] == "1"
+    assert "dependency" not in first["options"]
+    assert second["options"]["dependency"] == f"afterok:{first['id']}_0:{first['id']}_1"
+    assert first["options"]["signal"] == "USR2@90" and first["options"]["time"] == "5"
+    assert first["options"]["partition"] == "debug" and first["options"]["account"] == "lab"
+    assert first["options"]["mail-type"] == "FAIL" and first["options"]["job-name"] == "tiny.first"
+    # srun gave each task of the 2-GPU runs its rank, and Lightning built its 2-process group from them
+    tasks = [json.loads(line) for line in (slurm_dir / "srun.jsonl").read_text().splitlines()]
+    ddp = [t for t in tasks if t["SLURM_ARRAY_JOB_ID"] == first["id"]]
+    assert sorted((t["SLURM_ARRAY_TASK_ID"], t["SLURM_PROCID"], t["SLURM_LOCALID"]) for t in ddp) == [
+        ("0", "0", "0"), ("0", "1", "1"), ("1", "0", "0"), ("1", "1", "1")]
+    assert all(t["SLURM_NTASKS"] == "2" and t["SLURM_NODEID"] == "0" for t in ddp)
+    folder = runs / "tiny" / "submitit"
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (folder / f"{first['id']}_0_1_log.err").read_text()
+    # the requeue: submitit caught USR2, requeued each second-stage job once, and the rerun resumed at epoch 1
+    requeued = (slurm_dir / "requeue.log").read_text().split()
+    assert sorted(requeued) == [f"{second['id']}_0", f"{second['id']}_1"]
+    starts = (tmp_path / "starts.log").read_text().splitlines()
+    for seed in (0, 1):
+        run_dir = runs / "tiny" / f"second/seed{seed}"
+        assert [ln.split()[1] for ln in starts if ln.split()[0] == str(run_dir)] == ["0", "1"]
+        assert json.loads((run_dir / "metrics" / "fit.json").read_text())["epoch"] in (1, 2)
+        assert "test/acc1" in metrics(run_dir, "test")
+        # one W&B run across the requeue: both attempts logged under run.json's id
+        wandb_id = json.loads((run_dir / "run.json").read_text())["wandb_id"]
+        attempts = [p.name for p in (run_dir / "wandb").glob("offline-run-*")]
+        assert len(attempts) >= 2 and all(a.endswith(wandb_id) for a in attempts), attempts
+    capsys.readouterr()
+    assert studies("status", study, "--runs-root", runs) == 0
+    assert capsys.readouterr().out.count("  done") == 4
+
+
+@pytest.mark.slow
+def test_a_preempted_run_is_resubmitted_alone_and_resumes(slurm: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    def edit(d: dict) -> None:
+        d["seeds"] = [0]
+        d["claims"]["second_not_much_worse"]["min_seeds"] = 1
+
+    study = tiny_study(tmp_path / "tiny.yaml", edit)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("STUDIES_TEST_EXIT_AT_EPOCH", "1")  # killed in epoch 1 ...
+    monkeypatch.setenv("STUB_SLURM_FAIL_STATE", "PREEMPTED")  # ... which SLURM reports as a preemption
+    assert studies("run", study, "--runs-root", runs, "--launcher", "slurm", "--profile", slurm) == 0
+    slurm_dir = tmp_path / "slurm"
+    jobs = _wait_states(slurm_dir, 2)
+    assert [t["state"] for t in jobs["1000"]["tasks"].values()] == ["PREEMPTED"]
+    capsys.readouterr()
+    assert studies("status", study, "--runs-root", runs) == 0
+    out = capsys.readouterr().out
+    assert "first/seed0   preempted (job 1000)" in out and "DependencyNeverSatisfied" in out, out
+    monkeypatch.delenv("STUDIES_TEST_EXIT_AT_EPOCH")
+    monkeypatch.delenv("STUB_SLURM_FAIL_STATE")
+    assert studies("run", study, "--runs-root", runs, "--launcher", "slurm", "--profile", slurm) == 0
+    _wait(runs, ["first/seed0", "second/seed0"])
+    subs = _submissions(slurm_dir)
+    assert len(subs) == 4 and subs[3]["options"]["dependency"] == f"afterok:{subs[2]['id']}"
+    assert json.loads((slurm_dir / "jobs" / "1001.json").read_text())["tasks"]["-"]["state"] == "CANCELLED"
+    starts = [ln.split() for ln in (tmp_path / "starts.log").read_text().splitlines()]
+    assert [e for d, e in starts if d == str(runs / "tiny" / "first" / "seed0")] == ["0", "1"]  # resumed
+    # a third run submits nothing: everything is done
+    capsys.readouterr()
+    assert studies("run", study, "--runs-root", runs, "--launcher", "slurm", "--profile", slurm) == 0
+    assert "0 run(s) submitted, 0 already queued, 2 done" in capsys.readouterr().out
+    assert len(_submissions(slurm_dir)) == 4
