@@ -422,8 +422,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         except (Exception, SystemExit) as err:  # noqa: BLE001
             report["rows"].append({"case": GOAL_CASE, "mode": "fp32", "device": "cpu",
                                    "error": f"{type(err).__name__}: {err}"[:300]})
-    for case in args.recipes:
-        for mode in modes:
+    for mode in modes:  # mode-major: the slow compile rows come last, after every recipe's other rows
+        for case in args.recipes:
             try:
                 row = measure(case, mode, args, args.data_root, args.device)
             except ThroughputError:
