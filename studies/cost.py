@@ -53,7 +53,7 @@ class StageCost:
         return None if per is None else per * self.runs
 
 
-def measured_throughput(files: tuple[str, ...] | list[str] = THROUGHPUT_FILES) -> dict[str, tuple[float, str]]:
+def measured_throughput(files: tuple[str, ...] | list[str]) -> dict[str, tuple[float, str]]:
     """Recipe stem -> (lowest measured images/s, "file (device)")."""
     out: dict[str, tuple[float, str]] = {}
     for name in files:
@@ -105,9 +105,9 @@ def _macs(recipe: str, overrides: dict[str, Any]) -> float | None:
             return None
 
 
-def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...] | list[str] = THROUGHPUT_FILES,
+def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...] | list[str] | None = None,
              count_macs: bool = True) -> list[StageCost]:
-    measured = measured_throughput(files)
+    measured = measured_throughput(THROUGHPUT_FILES if files is None else files)
     out = []
     for stage, runs in runs_per_stage.items():
         s = study.stages[stage]

@@ -155,3 +155,141 @@ def test_a_preempted_run_is_resubmitted_alone_and_resumes(slurm: Path, tmp_path:
     assert studies("run", study, "--runs-root", runs, "--launcher", "slurm", "--profile", slurm) == 0
     assert "0 run(s) submitted, 0 already queued, 2 done" in capsys.readouterr().out
     assert len(_submissions(slurm_dir)) == 4
+
+
+# ------------------------------------------------------------------------------------------- default tier (fast)
+def test_submission_of_a_busy_cluster_and_no_double_submission(slurm: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """Nothing runs (STUB_SLURM_HOLD): what submitit submits, the job records, status, and a second `run` that
+    submits nothing while the jobs are queued."""
+    def edit(d: dict) -> None:
+        d["stages"]["first"]["gpus"] = 2
+
+    study = tiny_study(tmp_path / "tiny.yaml", edit)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("STUB_SLURM_HOLD", "1")
+    assert studies("run", study, "--runs-root", runs, "--launcher", "slurm", "--profile", slurm,
+                   "--partition", "big", "--max-time-min", "3") == 0
+    slurm_dir = tmp_path / "slurm"
+    first, second = _submissions(slurm_dir)
+    assert first["options"]["array"] == "0-1%2" and second["options"]["array"] == "0-1%2"  # one array per stage
+    assert (first["options"]["ntasks-per-node"], first["options"]["gpus-per-node"]) == ("2", "2")
+    assert (second["options"]["ntasks-per-node"], second["options"]["gpus-per-node"]) == ("1", "1")
+    assert second["options"]["dependency"] == f"afterok:{first['id']}_0:{first['id']}_1"
+    assert first["options"]["signal"] == "USR2@90"  # submitit's requeue signal, 90 s before the limit
+    assert first["options"]["time"] == "3" and first["options"]["partition"] == "big"  # flags beat the profile
+    assert "srun" in first["script"] and "submitit.core._submit" in first["script"]
+    # the jobs get main.py's identity-free placement arguments: Lightning's DDP over the job's tasks
+    import pickle
+
+    job = pickle.loads((runs / "tiny" / "submitit" / f"{first['id']}_0_submitted.pkl").read_bytes())
+    fit = job.function.steps[0]
+    assert fit[:1] == ["fit"] and fit[-4:] == ["--trainer.accelerator=cpu", "--trainer.devices=2",
+                                               "--trainer.num_nodes=1", "--trainer.strategy=ddp"]
+    assert "--ckpt_path" in fit and fit[fit.index("--ckpt_path") + 1] == "auto"
+    records = json.loads((runs / "tiny" / "slurm_jobs.json").read_text())
+    assert records["second/seed1"]["job_id"] == f"{second['id']}_1"
+    capsys.readouterr()
+    assert studies("status", study, "--runs-root", runs) == 0
+    out = capsys.readouterr().out
+    assert out.count("pending (job") == 4 and "Priority" in out, out
+    assert studies("run", study, "--runs-root", runs, "--launcher", "slurm", "--profile", slurm) == 0
+    assert "0 run(s) submitted, 4 already queued" in capsys.readouterr().out
+    assert len(_submissions(slurm_dir)) == 2
+
+
+def _err(capsys: pytest.CaptureFixture, *args: object) -> str:
+    capsys.readouterr()
+    assert studies(*args) == 1
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_bad_profiles_gpus_and_a_missing_sbatch(slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    study = tiny_study(tmp_path / "tiny.yaml", lambda d: d["stages"]["first"].update(gpus=4))
+    base = ("run", study, "--runs-root", tmp_path / "runs", "--launcher", "slurm", "--profile")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpus_per_node: 8\n")
+    err = _err(capsys, *base, bad)
+    assert str(bad) in err and "'partition'" in err and "--partition" in err
+    bad.write_text("partition: gpu\ngpu_per_node: 8\n")
+    err = _err(capsys, *base, bad)
+    assert str(bad) in err and "'gpu_per_node'" in err and "Did you mean 'gpus_per_node'?" in err
+    err = _err(capsys, *base, slurm)
+    assert str(study) in err and "stages.first.gpus" in err and "gpus_per_node: 2" in err
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(STUBS)))
+    err = _err(capsys, *base, slurm, "--gpus-per-node", "4")
+    assert "sbatch" in err and "--launcher local" in err
+    assert not (tmp_path / "slurm").exists()  # nothing was submitted
+
+
+def test_a_wrong_data_layout_is_refused_before_submitting(slurm: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from tests import fakedata
+
+    def cifar(d: dict) -> None:
+        d["seeds"] = [0]
+        d["stages"] = {"base": {"recipe": "recipes/baseline_resnet56_cifar10.yaml"}}
+        d["metrics"] = {"acc": {"stage": "base", "key": "test/acc1"}}
+        d["claims"] = {}
+
+    study = tiny_study(tmp_path / "cifar.yaml", cifar)
+    data = Path(fakedata.write_cifar10(tmp_path / "cifar"))
+    (data / "cifar-10-batches-py" / "data_batch_3").unlink()
+    profile = tmp_path / "p.yaml"
+    profile.write_text(slurm.read_text() + f"data_dirs: {{CIFAR10DataModule: {data}}}\n")
+    args = ("run", study, "--runs-root", tmp_path / "runs", "--launcher", "slurm", "--profile", profile)
+    err = _err(capsys, *args)
+    assert "data_batch_3" in err and str(data) in err and "data_dirs.CIFAR10DataModule" in err
+    assert "--no-data-check" in err
+    assert not (tmp_path / "slurm").exists()
+    # ImageNet: the class folders are counted
+    from studies import datacheck
+    from studies.spec import load_study
+
+    def imagenet(d: dict) -> None:
+        cifar(d)
+        d["stages"]["base"]["recipe"] = "recipes/baseline_resnet50_imagenet.yaml"
+
+    inet = Path(fakedata.write_imagenet(tmp_path / "inet", num_classes=3, per_class=1))
+    s = load_study(tiny_study(tmp_path / "inet.yaml", imagenet))
+    with pytest.raises(Exception, match="has 3 class folders, not 1000"):
+        datacheck.check(s, ["base"], {"ImageNetDataModule": str(inet)})
+
+
+def test_dry_run_gpu_hours_match_a_hand_calculation(slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    from studies import cost
+    from studies.spec import load_study
+
+    def two(d: dict) -> None:
+        d["seeds"] = [0, 1, 2]
+        d["stages"] = {"base": {"recipe": "recipes/baseline_resnet56_cifar10.yaml", "gpus": 2},
+                       "pruned": {"recipe": "recipes/prune_resnet56_cifar10_b.yaml", "init_from": "base"}}
+        d["metrics"] = {"acc": {"stage": "base", "key": "test/acc1"}}
+        d["claims"] = {}
+
+    study = load_study(tiny_study(tmp_path / "c.yaml", two))
+    measured = tmp_path / "tp.json"
+    measured.write_text(json.dumps({"device": "GPU X", "rows": [
+        {"recipe": "baseline_resnet56_cifar10", "images_per_s": 2500.0},
+        {"recipe": "baseline_resnet56_cifar10", "images_per_s": 2000.0},  # the lower one counts
+        {"recipe": "prune_resnet56_cifar10_b", "images_per_s": 1600.0}]}))
+    costs = {c.stage: c for c in cost.estimate(study, {"base": 3, "pruned": 3}, [str(measured)])}
+    # 164 epochs x 50,000 images / 2,000 images/s = 4,100 s = 1.1389 GPU-h per run; 3 seeds
+    assert costs["base"].gpu_hours == pytest.approx(3 * 164 * 50_000 / 2000 / 3600)
+    # retraining: 40 epochs x 50,000 / 1,600 = 1,250 s per run
+    assert costs["pruned"].gpu_hours == pytest.approx(3 * 40 * 50_000 / 1600 / 3600)
+    text = cost.format_costs(list(costs.values()))
+    assert "base: 3 run(s) x 1.14 GPU-h = 3.42 GPU-h" in text and "total: 4.5 GPU-hours" in text
+    assert "0.57 h wall per run on 2 GPU(s)" in text
+    # the dry run prints the job graph and the estimate, and submits nothing
+    monkeypatch.setattr(cost, "THROUGHPUT_FILES", (str(measured),))
+    capsys.readouterr()
+    assert studies("run", tmp_path / "c.yaml", "--runs-root", tmp_path / "runs", "--launcher", "slurm",
+                   "--profile", slurm, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "base: 3 GPU job(s) x 2 GPU(s)" in out and "pruned: 3 GPU job(s) x 1 GPU(s)" in out
+    assert "after base" in out and "total: 4.5 GPU-hours" in out
+    assert not (tmp_path / "slurm").exists()

@@ -16,7 +16,8 @@ this folder that exec this file). State lives in ``$STUB_SLURM_DIR``:
 * ``scontrol requeue ID`` makes the scheduler run that task again (SLURM_RESTART_COUNT + 1) after it exits.
 * ``sacct -o JobID,State,NodeList --parsable2 -j ID ...`` and ``squeue -h -o %i|%T|%r -j ID`` answer from the
   recorded states. ``STUB_SLURM_FAIL_STATE=PREEMPTED`` in the submitter's environment reports a task whose script
-  failed as PREEMPTED (a preempted job that was not requeued) instead of FAILED.
+  failed as PREEMPTED (a preempted job that was not requeued) instead of FAILED; ``STUB_SLURM_HOLD=1`` keeps every
+  job PENDING (reason Priority) and runs nothing.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ def dependencies_ok(job: dict) -> bool | None:
 
 def schedule(jid: str) -> int:
     job = load(jid)
+    if job["env"].get("STUB_SLURM_HOLD"):  # a busy cluster: everything stays queued
+        for idx in job["tasks"]:
+            update_task(jid, idx, reason="Priority")
+        return 0
     folder = None
     m = re.search(r"submitit\.core\._submit\s+(\S+)", Path(job["script"]).read_text())
     if m:
