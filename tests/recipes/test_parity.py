@@ -355,3 +355,101 @@ def test_prune_recipe_follows_the_paper_and_the_reference_retraining(recipe, tmp
     if r["devices"] > 1:
         assert f"--trainer.devices={r['devices']}" in (REPO / "recipes" / f"{recipe}.yaml").read_text()
     assert cli.model.hparams.label_smoothing in (0, 0.0, None)
+
+
+def listed(recipe: str, phrase: str) -> bool:
+    """Whether the header's Deviations block names ``phrase`` (line breaks and comment marks ignored)."""
+    text = " ".join(line.lstrip("#").strip() for line in header_deviations(recipe).splitlines())
+    return " ".join(phrase.split()) in " ".join(text.split())
+
+
+# ------------------------------------------------------------------------------------------------ loss landscape
+# tomgoldstein/loss-landscape: cifar10/main.py at commit 510fa3a9 (SGD Nesterov momentum 0.9, --lr 0.1,
+# --weight_decay 5e-4, --batch_size 128, --epochs 300, lr x0.1 after epochs 150, 225 and 275, --save_epoch 10,
+# model_0 saved before training; Adam takes --lr unchanged), cifar10/dataloader.py at 1afd340d (crop 32 pad 4 +
+# flip; mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255), plot_surface.py at 02827f33 (seed 123,
+# --x -1:1:51, --batch_size 128, train split), script/2d_contour_resnet56.sh and 1d_linear_interpolation_vgg9.sh
+# at 57daf5a0 (--xnorm/--ynorm filter, --xignore/--yignore biasbn, -1:1:51 x -1:1:51; interpolation -0.5:1.5:401
+# with --dir_type states; VGG-9 runs named vgg9_{sgd_lr=0.1,adam_lr=0.001}_bs={128,8192}_wd={0.0,0.0005}
+# _save_epoch=1), cifar10/trained_nets at 820dc27b (resnet56_noshort_sgd_lr=0.1_bs=128_wd=0.0005). The paper
+# (Li et al., NeurIPS 2018) trains the deep no-shortcut ResNet-110 at lr 0.01.
+LANDSCAPE_SOURCE = ("tomgoldstein/loss-landscape@510fa3a9 cifar10/main.py + @1afd340d cifar10/dataloader.py + "
+                    "@02827f33 plot_surface.py + @57daf5a0 script/*.sh")
+LANDSCAPE_TRAIN: dict[str, Any] = dict(opt=torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                       batch=128, epochs=300, milestones=[150, 225, 275], gamma=0.1, save_every=10,
+                                       mean=tuple(v / 255 for v in (125.3, 123.0, 113.9)),
+                                       std=tuple(v / 255 for v in (63.0, 62.1, 66.7)))
+LANDSCAPE_SURFACE: dict[str, Any] = dict(grid=(-1.0, 1.0, 51), seed=123, norm="filter", ignore="biasbn",
+                                         dir_type="weights", split="train", interp_grid=(-0.5, 1.5, 401),
+                                         interp_dir_type="states")
+_VGG9 = dict(save_every=1)
+LANDSCAPE_RECIPES: dict[str, dict[str, Any]] = {
+    **{f"landscape_{net}_cifar10{tail}": {} for net in ("resnet20", "resnet56", "wrn56_2", "wrn56_4", "wrn56_8")
+       for tail in ("", "_noshort")},
+    "landscape_resnet110_cifar10": {}, "landscape_resnet110_cifar10_noshort": dict(lr=0.01),
+    "landscape_vgg9_cifar10_bs128": dict(_VGG9, weight_decay=0.0),
+    "landscape_vgg9_cifar10_bs128_wd5e-4": dict(_VGG9),
+    "landscape_vgg9_cifar10_bs8192": dict(_VGG9, weight_decay=0.0, batch=8192),
+    "landscape_vgg9_cifar10_bs8192_wd5e-4": dict(_VGG9, batch=8192),
+    "landscape_vgg9_cifar10_adam_bs128": dict(_VGG9, opt=torch.optim.Adam, lr=1e-3, weight_decay=0.0),
+    "landscape_vgg9_cifar10_adam_bs8192": dict(_VGG9, opt=torch.optim.Adam, lr=1e-3, weight_decay=0.0, batch=8192),
+}
+
+
+def test_every_landscape_recipe_has_a_parity_row():
+    assert set(LANDSCAPE_RECIPES) | {"landscape_vgg9_cifar10_interpolate"} == {
+        p.stem for p in (REPO / "recipes").glob("landscape_*.yaml")}
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "landscape_resnet20_cifar10"
+                                                 else (pytest.mark.slow,)) for r in LANDSCAPE_RECIPES])
+def test_landscape_recipe_follows_the_reference_code(recipe, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torchvision.transforms import Normalize, RandomCrop, RandomHorizontalFlip
+
+    from callbacks.loss_landscape import LossLandscape
+
+    r, s = {**LANDSCAPE_TRAIN, **LANDSCAPE_RECIPES[recipe]}, LANDSCAPE_SURFACE
+    cli = build(recipe, tmp_path)
+    conf = cli.model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert type(opt) is r["opt"]
+    g = opt.param_groups[0]
+    assert (g["initial_lr"], g["weight_decay"]) == (r["lr"], r["weight_decay"])
+    if r["opt"] is torch.optim.SGD:
+        assert (g["momentum"], g["nesterov"]) == (r["momentum"], r["nesterov"])
+    assert isinstance(sched, torch.optim.lr_scheduler.MultiStepLR) and conf["lr_scheduler"]["interval"] == "epoch"
+    assert sorted(sched.milestones) == r["milestones"] and sched.gamma == r["gamma"]
+    assert cli.trainer.max_epochs == r["epochs"] and cli.datamodule.batch_size == r["batch"]
+    assert cli.model.hparams.label_smoothing in (0, 0.0, None)
+    ckpt = callback(cli.trainer, ModelCheckpoint)
+    assert ckpt._every_n_epochs == r["save_every"] and ckpt.save_top_k == -1
+
+    land = callback(cli.trainer, LossLandscape)
+    for axis in (land.x, land.y):
+        assert (axis[0], axis[-1], len(axis)) == s["grid"]
+    assert (land.seed, land.norm, land.ignore, land.dir_type, land.split) == (
+        s["seed"], s["norm"], s["ignore"], s["dir_type"], s["split"])
+    assert land.save_initial  # the reference saves model_0 before training: the trajectory starts there
+
+    train = cli.datamodule.train_transform().transforms
+    crop = next(t for t in train if isinstance(t, RandomCrop))
+    assert crop.size == (32, 32) and crop.padding == 4 and any(isinstance(t, RandomHorizontalFlip) for t in train)
+    norm = next(t for t in cli.datamodule.eval_transform().transforms if isinstance(t, Normalize))
+    assert norm.mean == pytest.approx(r["mean"], abs=3e-4) and norm.std == pytest.approx(r["std"], abs=3e-4)
+    # listed differences: evaluation batch and normalisation constants, the nets' own initialisation
+    assert land.batch_size != 128 and listed(recipe, "evaluated in batches of 1000")
+    assert listed(recipe, "the net's own initialisation")
+    if land.hessian is not None and land.hessian_max_samples is not None:
+        assert listed(recipe, "Hessian-vector products use 10,000 training images")
+
+
+def test_landscape_interpolation_recipe_follows_the_reference_script(tmp_path):
+    from callbacks.loss_landscape import LossLandscape
+
+    s, recipe = LANDSCAPE_SURFACE, "landscape_vgg9_cifar10_interpolate"
+    land = callback(build(recipe, tmp_path).trainer, LossLandscape)
+    assert (land.interp_grid[0], land.interp_grid[-1], len(land.interp_grid)) == s["interp_grid"]
+    assert land.interpolate_dir_type == s["interp_dir_type"] and land.split == s["split"]
+    assert land.interpolate_to.endswith("landscape_vgg9_cifar10_bs8192/checkpoints/last.ckpt")
+    assert listed(recipe, "evaluated in batches of 1000")
