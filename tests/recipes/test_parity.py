@@ -453,3 +453,62 @@ def test_landscape_interpolation_recipe_follows_the_reference_script(tmp_path):
     assert land.interpolate_dir_type == s["interp_dir_type"] and land.split == s["split"]
     assert land.interpolate_to.endswith("landscape_vgg9_cifar10_bs8192/checkpoints/last.ckpt")
     assert listed(recipe, "evaluated in batches of 1000")
+
+
+# ------------------------------------------------------------------------------------------- FPTT, other tasks
+# anilkagak2/FPTT: runner.sh at commit ec707fe8 (MNIST-10 [--permute] and CIFAR-10 run on train.py's defaults;
+# PTB-300: --alpha 0.5 --beta 0.5 --clip 0.25 --lr 2.0 --optim SGD --nhid 256 --epochs 100 --dropout 0.2 --parts 6
+# --K 1; PTB-Char: --alpha 0.2 --beta 0.5 --emsize 200 --nhid 1000 --nlayers 3 --lr 2e-3 --optim Adam --clip 0.25
+# --epochs 500 --batch_size 128 --bptt 150 --wdecay 1.2e-6 --when 300 400 --tied --parts 3) and train.py's
+# argparse defaults (stored version 5f9da716: --alpha 0.1 --beta 0.5 --lmbda 2 --lr 1e-3 --clip 1.0 --epochs 200
+# --parts 10 --batch_size 128 --nhid 128 --emsize 256 --bptt 300 --dropout 0.05 --wdecay 0 --optim Adam --when 50
+# 75 90; SGD gets momentum 0.9; MNIST/CIFAR: lr /10 after the epochs in --when; PTB-300: lr /4 whenever the
+# validation loss is not a new best; PTB-Char: /10 after the --when epochs; lambda kept across epochs for PTB).
+FPTT_OTHER: dict[str, dict[str, Any]] = {
+    "image": dict(opt=torch.optim.Adam, lr=1e-3, weight_decay=0.0, clip=1.0, epochs=200, milestones=[50, 75, 90],
+                  gamma=0.1, alpha=0.1, beta=0.5, parts=10, reg_scale=1.0, hidden=128, head_hidden=256,
+                  dropout=0.05, batch=128, reset_lambda=True),
+    "ptb300": dict(opt=torch.optim.SGD, lr=2.0, momentum=0.9, weight_decay=0.0, clip=0.25, epochs=100, plateau=0.25,
+                   alpha=0.5, beta=0.5, parts=6, reg_scale=2.0, hidden=256, embedding=256, dropout=0.2, batch=128,
+                   seq_len=300, reset_lambda=False),
+    "ptbchar": dict(opt=torch.optim.Adam, lr=2e-3, weight_decay=1.2e-6, clip=0.25, epochs=500, milestones=[300, 400],
+                    gamma=0.1, alpha=0.2, beta=0.5, parts=3, reg_scale=2.0, hidden=1000, embedding=200, layers=3,
+                    batch=128, seq_len=150, reset_lambda=False),
+}
+FPTT_OTHER_RECIPES = {"fptt_lstm_mnist_pixel": "image", "fptt_lstm_mnist_permuted": "image",
+                      "fptt_lstm_cifar10_seq": "image", "fptt_lstm_ptb300": "ptb300", "fptt_lstm3_ptbchar": "ptbchar"}
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "fptt_lstm_mnist_pixel"
+                                                 else (pytest.mark.slow,)) for r in FPTT_OTHER_RECIPES])
+def test_fptt_recipe_builds_the_released_runner(recipe, tmp_path):
+    r = FPTT_OTHER[FPTT_OTHER_RECIPES[recipe]]
+    cli = build(recipe, tmp_path)
+    h, conf = cli.model.hparams, cli.model.configure_optimizers()
+    opt = conf["optimizer"] if isinstance(conf, dict) else conf
+    assert type(opt) is r["opt"]
+    g = opt.param_groups[0]
+    assert (g.get("initial_lr", g["lr"]), g["weight_decay"]) == (r["lr"], r["weight_decay"])
+    if "momentum" in r:
+        assert g["momentum"] == r["momentum"]
+    sched = conf["lr_scheduler"]["scheduler"]
+    if "milestones" in r:
+        assert isinstance(sched, torch.optim.lr_scheduler.MultiStepLR)
+        assert sorted(sched.milestones) == r["milestones"] and sched.gamma == r["gamma"]
+    else:  # divided by 4 at every epoch whose validation loss is not a new best
+        assert isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        assert (sched.factor, sched.patience, sched.mode) == (r["plateau"], 0, "min")
+    assert (h.alpha, h.beta, h.parts, h.reg_scale, h.gradient_clip_val) == (
+        r["alpha"], r["beta"], r["parts"], r["reg_scale"], r["clip"])
+    assert h.reset_to_average and h.reset_lambda == r["reset_lambda"]
+    assert h.hidden_size == r["hidden"] and h.get("num_layers", 1) == r.get("layers", 1)
+    if "embedding" in r:
+        assert h.embedding_dim == r["embedding"] and cli.datamodule.hparams.seq_len == r["seq_len"]
+    else:
+        assert (h.head_hidden, h.dropout) == (r["head_hidden"], r["dropout"])
+        assert h.soft_targets == "adaptive" and h.soft_target_epochs == 19  # the release's epoch < 20, from 1
+    if recipe == "fptt_lstm_ptb300":
+        assert h.dropout == r["dropout"]
+    if recipe == "fptt_lstm3_ptbchar":
+        assert listed(recipe, "one dropout of 0.25") and listed(recipe, "Linear(1000, 200) projection")
+    assert cli.trainer.max_epochs == r["epochs"] and cli.datamodule.batch_size == r["batch"]
