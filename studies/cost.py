@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,19 @@ def _macs(recipe: str, overrides: dict[str, Any]) -> float | None:
         args = ["report", "--config", recipe, "--json", str(out)]
         args += [f"--{k}={as_cli_value(v)}" for k, v in overrides.items() if k.startswith("model.")]
         buf = io.StringIO()
+        loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+        levels = [lg.level for lg in loggers]
         try:
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
             with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
                 cli_main(args)
             return float(json.loads(out.read_text())["macs"])
         except (SystemExit, Exception):  # noqa: BLE001 - an estimate: unknown is shown as '?'
             return None
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...] | list[str] | None = None,

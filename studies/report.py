@@ -62,7 +62,10 @@ def _interval(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
 
 
 def decide(claim: Claim, a: dict[int, float], b: dict[int, float], seeds_a: tuple, seeds_b: tuple) -> dict[str, Any]:
-    """One claim at one grid point: the seeds helper's decision, or "pending" while seeds are missing."""
+    """One claim at one grid point: the seeds helper's decision, "pending" while seeds are missing, or
+    "descriptive" (claims with ``descriptive: true``) when every planned seed finished but they are fewer than the
+    claim's ``min_seeds`` (e.g. a
+    full-scale table on 3 seeds: the numbers are reported, the claim is neither met nor failed)."""
     from benchmarks.seeds import compare
 
     out: dict[str, Any] = {"test": claim.test, "margin": claim.margin, "paired": claim.paired}
@@ -83,6 +86,18 @@ def decide(claim: Claim, a: dict[int, float], b: dict[int, float], seeds_a: tupl
     else:
         xa, xb = list(a.values()), list(b.values())
         need = len(seeds_a) + len(seeds_b)
+    complete = len(xa) >= len(seeds_a) and (claim.paired or len(xb) >= len(seeds_b))
+    if min(len(xa), len(xb)) < claim.min_seeds and complete and claim.descriptive:
+        # every planned seed finished, but fewer than the claim needs: the numbers, not a verdict
+        diff = sum(xa) / len(xa) - sum(xb) / len(xb)
+        text = f"{claim.a} - {claim.b} = {diff:+.3g} (mean of {min(len(xa), len(xb))} seed(s))"
+        if min(len(xa), len(xb)) >= 2:
+            c = compare(xa, xb, margin=claim.margin, paired=claim.paired, confidence=claim.confidence,
+                        min_seeds=2, names=(claim.a, claim.b))
+            text = str(c).rsplit("; margin", 1)[0]
+        return {**out, "status": "descriptive", "diff": diff,
+                "text": f"{text}; {min(len(xa), len(xb))} seed(s), fewer than the {claim.min_seeds} the claim needs, "
+                        "so it is reported, not decided"}
     if min(len(xa), len(xb)) < claim.min_seeds:
         have = len(xa) if claim.paired else len(xa) + len(xb)
         return {**out, "status": "pending", "why": f"{have} of {need} seed runs finished; the claim is decided at "

@@ -17,7 +17,8 @@ TOP_KEYS = {"name", "header", "seeds", "seed_overrides", "axes", "stages", "metr
 HEADER_KEYS = {"title", "paper", "section", "published", "command", "notes", "previous_source"}
 STAGE_KEYS = {"recipe", "overrides", "init_from", "checkpoints", "seeds", "budget_min", "test", "report", "gpus"}
 METRIC_KEYS = {"stage", "file", "key", "scale", "where", "label", "previous"}
-CLAIM_KEYS = {"a", "b", "test", "margin", "paired", "min_seeds", "confidence", "value", "primary", "label"}
+CLAIM_KEYS = {"a", "b", "test", "margin", "paired", "min_seeds", "confidence", "value", "primary", "label",
+              "descriptive"}
 CLAIM_TESTS = ("non_inferior", "beats", "ratio_at_most", "ratio_at_least")
 METRIC_FILES = ("fit", "test", "report")
 DEFAULT_BUDGET_MIN = 60.0
@@ -74,6 +75,7 @@ class Claim:
     value: float | None
     primary: bool
     label: str
+    descriptive: bool = False  # below min_seeds with every seed finished: report the numbers, not "pending"
 
 
 @dataclass(frozen=True)
@@ -422,7 +424,7 @@ def _claims(study: Study, data: Any) -> dict[str, Claim]:
             name=str(name), a=ma.name, b=mb.name, test=test, margin=float(margin), paired=paired,
             min_seeds=int(spec.get("min_seeds", 5)), confidence=float(spec.get("confidence", 0.95)),
             value=None if value is None else float(value), primary=bool(spec.get("primary", False)),
-            label=str(spec.get("label", name)),
+            label=str(spec.get("label", name)), descriptive=bool(spec.get("descriptive", False)),
         )
     return out
 
