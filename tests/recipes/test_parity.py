@@ -512,3 +512,35 @@ def test_fptt_recipe_builds_the_released_runner(recipe, tmp_path):
     if recipe == "fptt_lstm3_ptbchar":
         assert listed(recipe, "one dropout of 0.25") and listed(recipe, "Linear(1000, 200) projection")
     assert cli.trainer.max_epochs == r["epochs"] and cli.datamodule.batch_size == r["batch"]
+
+
+# ------------------------------------------------------------------------------------------------------- TARNN
+# anilkagak2/TARNN, commit 4f314371, pytorch/tarnn.py: class TARNN(input_size, hidden_size, n_timesteps, K=1,
+# sigma='relu', b_variant=True): every parameter drawn from N(0, 0.1), then A1 (K x n_timesteps) = 0.01, b1 = 0 and
+# bg = -3 (b-variant). The release has the cell only, no runner: the recipes' training settings (optimizer, clip,
+# batch, length) are the project's and their headers say so.
+TARNN_SOURCE = "anilkagak2/TARNN@4f314371 pytorch/tarnn.py"
+TARNN_CELL: dict[str, Any] = dict(K=1, activation="relu", variant="b", step_init=0.01, weight_std=0.1, b_1=0.0,
+                                  b_g=-3.0, hidden=128)
+TARNN_RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("tarnn_*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "tarnn_h128_mnist_pixel"
+                                                 else (pytest.mark.slow,)) for r in TARNN_RECIPES])
+def test_tarnn_recipe_builds_the_released_cell(recipe, tmp_path):
+    from nets.rnn_cells import TARNNCell
+
+    r = TARNN_CELL
+    cli = build(recipe, tmp_path)
+    cells = [m for m in cli.model.modules() if isinstance(m, TARNNCell)]
+    assert len(cells) == 1
+    cell = cells[0]
+    assert cell.hidden_size == r["hidden"] and cell.variant == r["variant"]
+    assert cell.phi(torch.tensor([-1.0, 2.0])).tolist() == [0.0, 2.0]  # ReLU
+    # time-indexed step table K x T, T the recipe's sequence length
+    assert cell.A.values.shape == (r["K"], cli.model.seq_len) and bool((cell.A.values == r["step_init"]).all())
+    assert bool((cell.b_1 == r["b_1"]).all()) and bool((cell.b_g == r["b_g"]).all())
+    for name in ("U_1", "U_2", "B_2", "U_g"):
+        w = getattr(cell, name)
+        assert abs(w.mean().item()) < 0.01 and w.std().item() == pytest.approx(r["weight_std"], rel=0.05), name
+    assert "project choices" in (REPO / "recipes" / f"{recipe}.yaml").read_text().split("\nseed_everything")[0]
