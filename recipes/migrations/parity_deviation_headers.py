@@ -38,12 +38,27 @@ _PTBCHAR_LAYER = ("the last layer is 1000 wide with a Linear(1000, 200) projecti
 _PTBCHAR_WINDOWS = ("fixed 150-token sequences and no per-window lr scaling (the release draws each sequence length "
                     "around bptt and scales the lr to lr*seq_len/(bptt*2*P) inside its windows).")
 
+_OSP_CROP = ("the crop padding is black (the OSP release pads with grey, fill=128); the datamodule's CIFAR-10 "
+             "normalisation agrees with the release's to within 3e-4.")
+_OSP_THRESHOLD = ("the threshold is searched over every distinct validation score (the release: 1000 evenly spaced "
+                  "values).")
+_OSP_DECAY = ("the slacks and the multipliers take no weight decay (the release's AdamW decays the slacks with the "
+              "net and the multipliers in their own optimizer, both by 5e-4).")
+_OSP_SELECTION = ("the last epoch's model with mu 1.67 alone (the release keeps the epoch of best test accuracy and "
+                  "reports, per target, the better of mu 0.49 and 1.67, both chosen on the test set).")
+
 # (recipe glob, recipes it does not cover, sentence): what to list; a sentence ends with a full stop, and its
 # first 60 characters identify it in a header
 DEVIATIONS: list[tuple[str, tuple[str, ...], str]] = [
     ("landscape_*.yaml", (), _LANDSCAPE_EVAL),
     ("landscape_*.yaml", ("landscape_vgg9_cifar10_interpolate.yaml",), _LANDSCAPE_INIT),
     ("landscape_resnet56_cifar10*.yaml", (), _LANDSCAPE_HESSIAN),
+    ("osp_resnet32_cifar10.yaml", (), _OSP_CROP),
+    ("osp_resnet32_cifar10.yaml", (), _OSP_THRESHOLD),
+    ("osp_resnet32_cifar10.yaml", (), _OSP_DECAY),
+    ("osp_resnet32_cifar10.yaml", (), _OSP_SELECTION),
+    ("selective_*_cifar10.yaml", (), _OSP_CROP),
+    ("selective_*_cifar10.yaml", (), _OSP_THRESHOLD),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_DROPOUT),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_LAYER),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_WINDOWS),

@@ -544,3 +544,63 @@ def test_tarnn_recipe_builds_the_released_cell(recipe, tmp_path):
         w = getattr(cell, name)
         assert abs(w.mean().item()) < 0.01 and w.std().item() == pytest.approx(r["weight_std"], rel=0.05), name
     assert "project choices" in (REPO / "recipes" / f"{recipe}.yaml").read_text().split("\nseed_everything")[0]
+
+
+# ---------------------------------------------------------------------------------------------- OSP (selective)
+# anilkagak2/SelectiveClassification_One_Sided_Prediction: runner.sh at commit 06d53f1f (ResNet32, cifar10,
+# --epochs 200 --lr 0.01 --max_lr 0.0001 --wd 0.0005 --batch_size 128 --mus_list 0.49 1.67 --error_list 0.005 0.01
+# 0.02 --coverage_list 1. 0.95 0.90), train_osp.py at 0c67a5d5 (--alpha 0.9, --cutout_length 16, --n_threshold
+# 1000; AdamW(lr, weight_decay=wd) + CosineAnnealingLR(epochs) stepped per epoch for the net, the auxiliary head and
+# the slacks, and a second AdamW(max_lr, weight_decay=wd) + CosineAnnealingLR(epochs) for the multipliers, whose
+# gradient is negated), osp_model.py at 06d53f1f (slacks start at 0.5, multipliers at mu - 0.5) and
+# get_dataset_with_transform.py at 0c67a5d5 (RandomCrop(32, 4, fill=128), flip, AutoAugment CIFAR-10 policy,
+# ToTensor, Cutout 16, Normalize with mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255). The baselines
+# (softmax response, SelectiveNet, DeepGamblers) have no released runner; their recipes take the OSP schedule.
+OSP_SOURCE = ("anilkagak2/SelectiveClassification_One_Sided_Prediction@06d53f1f runner.sh + osp_model.py, "
+              "@0c67a5d5 train_osp.py + get_dataset_with_transform.py")
+OSP: dict[str, Any] = dict(lr=0.01, max_lr=1e-4, weight_decay=5e-4, epochs=200, batch=128, alpha=0.9, mus=(0.49, 1.67),
+                           eps_init=0.5, cutout=16, crop_padding=4, mean=LANDSCAPE_TRAIN["mean"],
+                           std=LANDSCAPE_TRAIN["std"])
+OSP_RECIPES = ["osp_resnet32_cifar10", *sorted(p.stem for p in (REPO / "recipes").glob("selective_*_cifar10.yaml"))]
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "osp_resnet32_cifar10"
+                                                 else (pytest.mark.slow,)) for r in OSP_RECIPES])
+def test_selective_recipe_builds_the_released_osp_runner(recipe, tmp_path):
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy, Normalize, RandomCrop, RandomHorizontalFlip
+
+    from datamodules.cutout import Cutout
+
+    r = OSP
+    cli = build(recipe, tmp_path)
+    model, h = cli.model, cli.model.hparams
+    conf = model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]
+    if isinstance(sched, dict):  # a bare scheduler is stepped per epoch by Lightning
+        assert sched.get("interval", "epoch") == "epoch"
+        sched = sched["scheduler"]
+    assert type(opt) is torch.optim.AdamW
+    net_group = opt.param_groups[0]
+    assert (net_group["initial_lr"], net_group["weight_decay"]) == (r["lr"], r["weight_decay"])
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == r["epochs"]
+    assert cli.trainer.max_epochs == r["epochs"] and cli.datamodule.batch_size == r["batch"]
+
+    train = cli.datamodule.train_transform().transforms
+    kinds = [type(t) for t in train]
+    assert kinds[:3] == [RandomCrop, RandomHorizontalFlip, AutoAugment] and train[2].policy == AutoAugmentPolicy.CIFAR10
+    assert train[0].padding == r["crop_padding"]
+    cutout = next(t for t in train if isinstance(t, Cutout))
+    assert kinds.index(Cutout) == len(kinds) - 2 and vars(cutout).get("length", vars(cutout).get("size")) == r["cutout"]
+    norm = train[-1]
+    assert isinstance(norm, Normalize)
+    assert norm.mean == pytest.approx(r["mean"], abs=3e-4) and norm.std == pytest.approx(r["std"], abs=3e-4)
+    assert train[0].fill != 128 and listed(recipe, "crop padding is black")
+    assert listed(recipe, "every distinct validation score")
+
+    if h.method == "osp":
+        assert (h.alpha, h.lagrangian) == (r["alpha"], "code") and h.mu in r["mus"]
+        assert bool((model.eps == r["eps_init"]).all()) and bool((model.multiplier.lam == h.mu - 0.5).all())
+        lam_group = next(g for g in opt.param_groups if any(p is model.multiplier.lam for p in g["params"]))
+        assert lam_group["initial_lr"] == r["max_lr"]  # the one cosine anneals it to 0 as the release's max one
+        assert lam_group["weight_decay"] == 0.0 and listed(recipe, "take no weight decay")
+        assert listed(recipe, "mu 1.67 alone")
