@@ -1,6 +1,11 @@
 """CPU-scale study of distributionally constrained learning (DCL, ``modules/dcl.py``; the project's design,
 REFERENCE.md section 9) against plain training on two shifted glyph training sets.
 
+Ported in part: studies/dcl_glyphs.yaml runs the same protocol through main.py (recipes/glyphs/*_vgg9_quarter_
+glyphs_{imbalanced,noisy}.yaml; identical metrics at seed 0, results/dcl_glyphs_bridge.md). This script stays the
+source of results/dcl_glyphs.md until the study runner can measure the training-split accuracy and decide the
+generalization-gap goal (see the study's notes).
+
 * ``imbalanced``: a long-tailed training split (``GlyphsDataModule(imbalance=R)``), balanced test set.
   DCL constraint: worst-class loss (smoothed-max gradient, ``tau``). (A predicted-label KL against the uniform
   prior is the wrong constraint here: on long-tailed *training* batches a correct classifier's mean prediction
