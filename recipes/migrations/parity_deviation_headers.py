@@ -47,6 +47,11 @@ _OSP_DECAY = ("the slacks and the multipliers take no weight decay (the release'
 _OSP_SELECTION = ("the last epoch's model with mu 1.67 alone (the release keeps the epoch of best test accuracy and "
                   "reports, per target, the better of mu 0.49 and 1.67, both chosen on the test set).")
 
+_WSHARE_NORM10 = ("normalises with the datamodule's CIFAR-10 mean/std (std 0.2470/0.2435/0.2616, the per-pixel "
+                  "statistics) instead of the release's (0.4914, 0.4822, 0.4465)/(0.2023, 0.1994, 0.2010).")
+_WSHARE_NORM100 = ("normalises with the datamodule's CIFAR-100 mean/std (the release applies its CIFAR-10 constants "
+                   "(0.4914, 0.4822, 0.4465)/(0.2023, 0.1994, 0.2010) to CIFAR-100 too).")
+
 # (recipe glob, recipes it does not cover, sentence): what to list; a sentence ends with a full stop, and its
 # first 60 characters identify it in a header
 DEVIATIONS: list[tuple[str, tuple[str, ...], str]] = [
@@ -59,6 +64,10 @@ DEVIATIONS: list[tuple[str, tuple[str, ...], str]] = [
     ("osp_resnet32_cifar10.yaml", (), _OSP_SELECTION),
     ("selective_*_cifar10.yaml", (), _OSP_CROP),
     ("selective_*_cifar10.yaml", (), _OSP_THRESHOLD),
+    ("wshare_*_cifar10_*.yaml", (), _WSHARE_NORM10),
+    ("narrow_*_cifar10_*.yaml", (), _WSHARE_NORM10),
+    ("wshare_*_cifar100_*.yaml", (), _WSHARE_NORM100),
+    ("narrow_*_cifar100_*.yaml", (), _WSHARE_NORM100),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_DROPOUT),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_LAYER),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_WINDOWS),

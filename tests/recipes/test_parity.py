@@ -604,3 +604,64 @@ def test_selective_recipe_builds_the_released_osp_runner(recipe, tmp_path):
         assert lam_group["initial_lr"] == r["max_lr"]  # the one cosine anneals it to 0 as the release's max one
         assert lam_group["weight_decay"] == 0.0 and listed(recipe, "take no weight decay")
         assert listed(recipe, "mu 1.67 alone")
+
+
+# ----------------------------------------------------------------------------------------------- weight sharing
+# renebidart/pytorch-cifar, commit 564e720e: main.py (SGD momentum 0.9, weight decay 5e-4, 350 epochs, MultiStepLR
+# [150, 250] x0.1 stepped per epoch, defaults --lr 0.2 --bs 256; RandomCrop(32, 4) + flip; Normalize((0.4914, 0.4822,
+# 0.4465), (0.2023, 0.1994, 0.2010)) for CIFAR-10 and CIFAR-100 alike), cifar10_resnet18_dr.sh and
+# cifar10_100_resnet18.sh (--ws_factor r --downsample_repeat; --channel_factor r for the narrow nets; defaults),
+# cifar10_xception.sh (--bs 256 --lr .1), cifar10_mobilenetv2.sh (wsmobilenetv2: --bs 256 --lr .2), and the
+# parameter counts printed in results.ipynb. The ImageNet recipe has no released run (the thesis's ImageNet runs
+# are not public).
+WSHARE_SOURCE = "renebidart/pytorch-cifar@564e720e main.py + cifar10_*.sh + results.ipynb"
+WSHARE_TRAIN: dict[str, Any] = dict(lr=0.2, batch=256, momentum=0.9, weight_decay=5e-4, epochs=350,
+                                    milestones=[150, 250], gamma=0.1, crop_padding=4,
+                                    mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
+# recipe -> (overrides, released parameter count or None where the notebook prints none)
+WSHARE_RECIPES: dict[str, tuple[dict[str, Any], int | None]] = {
+    "wshare_resnet18_cifar10_r1": ({}, None), "wshare_resnet18_cifar10_r2": ({}, 5_664_458),
+    "wshare_resnet18_cifar10_r4": ({}, 2_909_706), "wshare_resnet18_cifar10_r8": ({}, 1_532_330),
+    "wshare_resnet18_cifar10_r16": ({}, 843_642),
+    **{f"wshare_resnet18_cifar100_r{r}": ({}, None) for r in (1, 2, 4, 8, 16)},
+    **{f"narrow_resnet18_cifar{c}_r{r}": ({}, None) for c in (10, 100) for r in (2, 4, 8, 16)},
+    "wshare_xception_cifar10_base": (dict(lr=0.1), 7_649_898),
+    "wshare_xception_cifar10_narrow4": (dict(lr=0.1), 1_627_626),
+    "wshare_xception_cifar10_dw2": (dict(lr=0.1), 7_617_642),
+    "wshare_xception_cifar10_ch2": (dict(lr=0.1), 5_683_818),
+    "wshare_xception_cifar10_ch4": (dict(lr=0.1), 4_700_778),
+    "wshare_xception_cifar10_ch8": (dict(lr=0.1), 4_209_258),
+    "wshare_mobilenetv2_cifar10_dw4": (dict(lr=0.2), None),
+}
+
+
+def test_every_cifar_weight_sharing_recipe_has_a_parity_row():
+    assert set(WSHARE_RECIPES) == {p.stem for pattern in ("wshare_*_cifar*.yaml", "narrow_*_cifar*.yaml")
+                                   for p in (REPO / "recipes").glob(pattern)}
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r, marks=() if r == "wshare_resnet18_cifar10_r2"
+                                                 else (pytest.mark.slow,)) for r in WSHARE_RECIPES])
+def test_weight_sharing_recipe_builds_the_released_run(recipe, tmp_path):
+    from torchvision.transforms import Normalize, RandomCrop, RandomHorizontalFlip
+
+    overrides, params = WSHARE_RECIPES[recipe]
+    r = {**WSHARE_TRAIN, **overrides}
+    cli = build(recipe, tmp_path)
+    conf = cli.model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert type(opt) is torch.optim.SGD
+    g = opt.param_groups[0]
+    assert (g["initial_lr"], g["momentum"], g["weight_decay"], g["nesterov"]) == (
+        r["lr"], r["momentum"], r["weight_decay"], False)
+    assert isinstance(sched, torch.optim.lr_scheduler.MultiStepLR) and conf["lr_scheduler"]["interval"] == "epoch"
+    assert sorted(sched.milestones) == r["milestones"] and sched.gamma == r["gamma"]
+    assert cli.trainer.max_epochs == r["epochs"] and cli.datamodule.batch_size == r["batch"]
+    assert cli.model.hparams.label_smoothing in (0, 0.0, None)
+    if params is not None:
+        assert sum(p.numel() for p in cli.model.net.parameters()) == params
+    train = cli.datamodule.train_transform().transforms
+    assert [type(t) for t in train[:2]] == [RandomCrop, RandomHorizontalFlip] and train[0].padding == r["crop_padding"]
+    norm = train[-1]
+    assert isinstance(norm, Normalize) and norm.std != pytest.approx(r["std"], abs=1e-3)
+    assert listed(recipe, "normalises with the datamodule's")
