@@ -52,6 +52,18 @@ _WSHARE_NORM10 = ("normalises with the datamodule's CIFAR-10 mean/std (std 0.247
 _WSHARE_NORM100 = ("normalises with the datamodule's CIFAR-100 mean/std (the release applies its CIFAR-10 constants "
                    "(0.4914, 0.4822, 0.4465)/(0.2023, 0.1994, 0.2010) to CIFAR-100 too).")
 
+_AVAE_PIXELS = ("pixels in [0, 1] (the release's configs normalise with mean 0.1307, std 0.3081; see "
+                "datamodules/padded_mnist.py).")
+_AVAE_ANGLES = ("continuous angles uniform in +-180 degrees for training and test (the release draws an integer angle "
+                "in [0, 360) for training, and the paper's table averages 1000 test digits at 0, 20, ..., 160 "
+                "degrees).")
+_AVAE_CUBE_LATENT = ("latent 16 (the release's 24-rotation runs: latent 8), to pair with the L = 16/19/22 "
+                     "comparison of test3_rot.sh.")
+_AVAE_SO3 = ("restarts drawn uniformly on SO(3) (the release draws Euler angles uniformly in [0, 2 pi)^3, which is "
+             "not uniform on SO(3)).")
+_AVAE_ELBO3D = ("a sampled z in training, a true ELBO (the release's 3D forward is deterministic, an autoencoder "
+                "with an L2 penalty on z).")
+
 # (recipe glob, recipes it does not cover, sentence): what to list; a sentence ends with a full stop, and its
 # first 60 characters identify it in a header
 DEVIATIONS: list[tuple[str, tuple[str, ...], str]] = [
@@ -68,6 +80,12 @@ DEVIATIONS: list[tuple[str, tuple[str, ...], str]] = [
     ("narrow_*_cifar10_*.yaml", (), _WSHARE_NORM10),
     ("wshare_*_cifar100_*.yaml", (), _WSHARE_NORM100),
     ("narrow_*_cifar100_*.yaml", (), _WSHARE_NORM100),
+    ("*_vae2d_mnist40_*.yaml", (), _AVAE_PIXELS),
+    ("*_vae2d_mnist40_*.yaml", ("avae_vae2d_mnist40_l8_single.yaml", "vae_vae2d_mnist40_l8_single.yaml",
+                                "avae_vae2d_mnist40_l8_affine.yaml", "vae_vae2d_mnist40_l8_affine.yaml"), _AVAE_ANGLES),
+    ("avae_vae3d_modelnet10_l16_cube24.yaml", (), _AVAE_CUBE_LATENT),
+    ("avae_vae3d_modelnet10_l16_euler.yaml", (), _AVAE_SO3),
+    ("*_vae3d_modelnet10_*.yaml", (), _AVAE_ELBO3D),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_DROPOUT),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_LAYER),
     ("*_lstm3_ptbchar.yaml", (), _PTBCHAR_WINDOWS),
@@ -85,6 +103,10 @@ FIXES: list[tuple[str, str, str]] = [
     *[(name, old, new) for name in ("fptt_lstm_ptb300.yaml", "bptt_lstm_ptb300.yaml")
       for old, new in (("    seq_len: 300\n    batch_size: 64\n", "    seq_len: 300\n    batch_size: 128\n"),
                        (_PTB300_OLD, _PTB300_NEW))],
+    # disentangled-3d's 24-rotation scripts (avae_all90opt.sh, test2b_all90opt-objects.sh): --bs 32
+    ("avae_vae3d_modelnet10_l16_cube24.yaml", "    rotation: cube24\n    batch_size: 64\n",
+     "    rotation: cube24\n    batch_size: 32\n"),
+    ("avae_vae3d_modelnet10_l16_cube24.yaml", "Adam lr 3e-3, batch 64, 400 epochs", "Adam lr 3e-3, batch 32, 400 epochs"),
     # the PTB-Char runner line: --wdecay 1.2e-6 (Adam's L2 term)
     *[(name, "        lr: 0.002\n", "        lr: 0.002\n        weight_decay: 1.2e-6\n")
       for name in ("fptt_lstm3_ptbchar.yaml", "bptt_lstm3_ptbchar.yaml")],
