@@ -7,7 +7,7 @@ distributional constraints during training for better generalization; no paper o
     minimise_theta  E[loss]   subject to   g_k(P_theta) <= eps_k,  k = 1..K
 
 solved by primal-dual updates on the Lagrangian ``E[loss] + sum_k lambda_k (g_k - eps_k)``: one optimizer step
-on theta per batch (on the Lagrangian divided by ``1 + sum_k lambda_k`` with ``normalize``, the default), then
+on theta per batch (on the Lagrangian divided by ``1 + sum_k lambda_k`` with ``normalize_lagrangian``, the default), then
 projected dual ascent ``lambda_k <- max(0, lambda_k + dual_lr (g_k - eps_k))``
 (``modules.constraints.Constraint`` in mode ``dual_ascent``, the engine OSP, the hybrid router and DiSK share).
 A multiplier grows while its constraint is violated and decays to zero once it holds, so a satisfied constraint
@@ -59,7 +59,7 @@ class DCLClassifier(ImageClassifier):
         dual_lr: dual ascent step size of every multiplier.
         dual_max: upper clamp of the multipliers (``None``: unbounded).
         momentum: EMA momentum of the running statistics (per constraint ``momentum`` overrides it).
-        normalize: take the primal step on ``L / (1 + sum_k lambda_k)`` (same stationary points, but the step
+        normalize_lagrangian: take the primal step on ``L / (1 + sum_k lambda_k)`` (same stationary points, but the step
             size stays bounded while multipliers grow: the objective becomes a convex combination of the mean
             loss and the constraints, as in group-DRO style updates); ``False`` steps on ``L`` itself.
     """
@@ -82,7 +82,7 @@ class DCLClassifier(ImageClassifier):
         dual_lr: float = 0.05,
         dual_max: float | None = None,
         momentum: float = 0.9,
-        normalize: bool = True,
+        normalize_lagrangian: bool = True,
     ) -> None:
         super().__init__(net, num_classes, input_shape, net_kwargs, optimizer, lr_scheduler, lr_scheduler_interval,
                          label_smoothing, warmup_steps, warmup_factor, log_images, compile)
@@ -120,7 +120,7 @@ class DCLClassifier(ImageClassifier):
             lagrangian = lagrangian + self.multipliers[name].penalty(value)
             total_lambda = total_lambda + self.multipliers[name].multiplier.detach().sum()
             self._last_values[name] = value.detach()
-        if self.hparams.normalize:
+        if self.hparams.normalize_lagrangian:
             lagrangian = lagrangian / total_lambda
         n = x.shape[0]
         log_train_value(self, "train/loss", loss, prog_bar=True, batch_size=n)

@@ -140,7 +140,7 @@ def test_multiplier_rises_while_violated_and_decays_to_zero_once_satisfied():
 
 def test_loss_floor_multiplier_rises_below_the_floor_and_then_pushes_the_loss_up():
     torch.manual_seed(0)
-    m = _module(constraints={"loss_floor": {"floor": 5.0, "eps": 0.1}}, dual_lr=0.1, normalize=False)
+    m = _module(constraints={"loss_floor": {"floor": 5.0, "eps": 0.1}}, dual_lr=0.1, normalize_lagrangian=False)
     batch = (torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)))
     lam = m.multipliers["loss_floor"]
     history = []
@@ -176,7 +176,7 @@ def test_penalty_adds_lambda_times_violation_to_the_loss():
     losses = F.cross_entropy(m(batch[0]), batch[1], reduction="none")
     worst = max(losses[batch[1] == k].mean() for k in range(3))
     assert lagrangian.item() == pytest.approx((losses.mean() + 2.0 * (worst - 0.5)).item() / 3.0, rel=1e-5)
-    m.hparams.normalize = False
+    m.hparams.normalize_lagrangian = False
     assert m.training_step(batch, 1).item() == pytest.approx((losses.mean() + 2.0 * (worst - 0.5)).item(), rel=1e-5)
 
 
@@ -284,3 +284,19 @@ def test_cli_prints_the_bad_constraint_as_one_paragraph(capsys):
                   "--model.init_args.constraints={'worst_class_loss': {'eps': -1}}", "--trainer.max_epochs=0"])
     err = capsys.readouterr().err
     assert "eps must be a number > 0" in err and "Traceback" not in err
+
+
+def test_dcl_glyph_recipe_runs_with_a_logger(tmp_path):
+    """DCLClassifier's arguments and GlyphsDataModule's must not share a name with different values: with any
+    logger attached Lightning merges both hyperparameter sets and refuses a clash (the recipe smoke harness runs
+    without a logger, so it would not see it)."""
+    import wandb
+
+    from main import cli_main
+
+    cli = cli_main(["fit", "--config", "recipes/dcl_vgg9_glyphs_imbalanced.yaml", f"--runs_root={tmp_path}",
+                    "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                    "--data.init_args.train_size=64", "--data.init_args.test_size=32",
+                    "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"])
+    assert cli.trainer.global_step == 1 and wandb.run is not None
+    wandb.finish()
