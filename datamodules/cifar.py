@@ -30,6 +30,8 @@ from __future__ import annotations
 import os
 import pickle
 
+from typing import Literal
+
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
@@ -110,7 +112,7 @@ class _CIFARDataModule(BaseDataModule):
         verify_md5: bool = False,
         autoaugment: bool = False,
         cutout: int = 0,
-        device_resident: bool = False,
+        device_resident: bool | Literal["auto"] = False,
         device_budget_mb: float | None = None,
     ) -> None:
         """
@@ -123,14 +125,19 @@ class _CIFARDataModule(BaseDataModule):
             autoaugment: torchvision's AutoAugment CIFAR-10 policy (worker pipeline only).
             cutout: Cutout square side in pixels (0: off).
             device_resident: keep the uint8 splits on the training device and augment batches there (see the
-                module docstring); ``num_workers`` and ``pin_memory`` are then unused.
+                module docstring); ``num_workers`` and ``pin_memory`` are then unused. ``"auto"`` (the CIFAR
+                recipes' setting): on when the training device is a CUDA GPU and AutoAugment is off, the worker
+                pipeline otherwise (on a CPU the workers overlap augmentation with compute, the batched ops would
+                not).
             device_budget_mb: the most device memory (MiB) the resident splits may take; default: half of the
                 free memory of a CUDA device, no limit on other devices. Above it: warning and worker pipeline.
         """
         super().__init__(batch_size, num_workers, seed, pin_memory)
         if int(cutout) != cutout or cutout < 0:
             raise ValueError(f"data.init_args.cutout must be a whole number of pixels >= 0 (0: off), got {cutout!r}.")
-        if device_resident and autoaugment:
+        if device_resident not in (True, False, "auto"):
+            raise ValueError(f"data.init_args.device_resident must be true, false or auto, got {device_resident!r}.")
+        if device_resident is True and autoaugment:
             raise ValueError(
                 "data.init_args.device_resident: true does not support data.init_args.autoaugment: true: "
                 "torchvision's AutoAugment draws one sub-policy per call, so on a batched tensor every image of the "
@@ -148,7 +155,8 @@ class _CIFARDataModule(BaseDataModule):
         self.verify_md5 = bool(verify_md5)
         self.autoaugment = bool(autoaugment)
         self.cutout = int(cutout)
-        self.device_resident = bool(device_resident)
+        self.device_resident_mode = device_resident
+        self.device_resident = device_resident is True
         self.device_budget_mb = device_budget_mb
         self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # split -> (uint8, labels)
 
@@ -219,6 +227,8 @@ class _CIFARDataModule(BaseDataModule):
         if self.test_set is None:
             self.test_set = self._load(False, self.eval_transform())
         self.val_set = self.test_set
+        if self.device_resident_mode == "auto":
+            self.device_resident = not self.autoaugment and self._device().type == "cuda"
         if self.device_resident:
             self._move_to_device()
 
@@ -280,7 +290,7 @@ class _CIFARDataModule(BaseDataModule):
         if self.device_resident:
             return self._device_loader("train", train=True)
         loader = super().train_dataloader()
-        if not self.hparams.get("device_resident", False):  # the default: the worker pipeline as it always was
+        if self.hparams.get("device_resident", False) is not True:  # the worker pipeline as it always was
             return loader
         return _WorkerFallbackLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
                                      num_workers=loader.num_workers, pin_memory=loader.pin_memory,

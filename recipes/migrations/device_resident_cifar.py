@@ -1,4 +1,5 @@
-"""Make the device-resident CIFAR pipeline the CIFAR recipes' choice (``data.init_args.device_resident: true``).
+"""Make the device-resident CIFAR pipeline the CIFAR recipes' choice on a GPU (``data.init_args.device_resident:
+auto``: on for a CUDA training device, the worker pipeline on a CPU).
 
 The whole uint8 split is loaded once onto the training device and crop, flip and Cutout run there in batched
 tensor ops (datamodules/cifar.py, datamodules/device_augment.py); on a GPU this removes the PIL worker pipeline
@@ -21,7 +22,8 @@ import yaml
 
 RECIPES = Path(__file__).resolve().parents[1]
 CIFAR = ("datamodules.cifar.CIFAR10DataModule", "datamodules.cifar.CIFAR100DataModule")
-LINE = "device_resident: true  # uint8 split on the training device, batched crop/flip/Cutout there"
+LINE = "device_resident: auto  # on a GPU: uint8 split on the device, batched crop/flip/Cutout there"
+OLD_LINE = "device_resident: true  # uint8 split on the training device, batched crop/flip/Cutout there"
 
 
 def wants_it(config: dict) -> bool:
@@ -31,6 +33,8 @@ def wants_it(config: dict) -> bool:
 
 
 def edit(text: str) -> str:
+    if OLD_LINE in text:  # the first version of this migration set `true`
+        return text.replace(OLD_LINE, LINE)
     lines = text.splitlines(keepends=True)
     start = next(i for i, ln in enumerate(lines) if ln.rstrip() == "data:")
     init = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == "init_args:")
@@ -46,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     changed = []
     for path in sorted(RECIPES.glob("*.yaml")):
         text = path.read_text()
-        if not wants_it(yaml.safe_load(text) or {}):
+        if not wants_it(yaml.safe_load(text) or {}) and OLD_LINE not in text:
             continue
         new = edit(text)
         after = yaml.safe_load(new)
-        assert after["data"]["init_args"]["device_resident"] is True, path
+        assert after["data"]["init_args"]["device_resident"] == "auto", path
         changed.append(path.name)
         if not args.check:
             path.write_text(new)

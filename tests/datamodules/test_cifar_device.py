@@ -273,6 +273,17 @@ def test_autoaugment_is_refused_naming_the_alternative(cifar10_dir):
     assert "\n" not in msg
 
 
+def test_auto_is_the_worker_pipeline_off_cuda_and_accepts_autoaugment(cifar10_dir):
+    """The recipes' `device_resident: auto`: batched device augmentation only on a CUDA device; on a CPU the
+    DataLoader workers overlap augmentation with compute (and AutoAugment recipes stay on the workers)."""
+    dm = CIFAR10DataModule(data_dir=cifar10_dir, batch_size=4, device_resident="auto")
+    dm.setup("fit")  # no Trainer: the CPU
+    assert not dm.device_resident and type(dm.train_dataloader()) is DataLoader
+    CIFAR10DataModule(data_dir=cifar10_dir, device_resident="auto", autoaugment=True)  # not refused
+    with pytest.raises(ValueError, match="true, false or auto"):
+        CIFAR10DataModule(data_dir=cifar10_dir, device_resident="gpu")
+
+
 # ---------------------------------------------------------------------------------------------- resume
 class _Record(pl.Callback):
     """Records every training batch by global step."""
