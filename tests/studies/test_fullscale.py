@@ -1,0 +1,112 @@
+"""Every full-scale study (a ``studies/*.yaml`` whose stages use full-scale recipes from ``recipes/``) end to end on
+the smoke harness's tiny fake data in the real on-disk formats: one seed, every axis at its first value, one
+training and one validation step per run (tests/recipes/smoke.yaml's settings, with a checkpoint so that the
+chain works), through submitit's DebugExecutor in this process; then the report with the paper's numbers.
+
+This covers the smoke runs of the recipes these studies use, chained as the paper chained them (init_from and
+student checkpoints from the upstream stage's run instead of nulled out).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.studies.tiny import REPO, studies
+
+FULLSCALE = sorted(p for p in (REPO / "studies").glob("*.yaml")
+                   if all(not str(s["recipe"]).startswith(("recipes/glyphs/", "tests/"))
+                          for s in (yaml.safe_load(p.read_text()).get("stages") or {}).values()))
+# The default tier runs one chain of each study (the stage of its primary claim and the stages it starts from);
+# the slow tier runs every stage. ImageNet tables run in the slow tier only (224 px nets on CPU).
+DEFAULT_CHAIN = {"pruning_table1_cifar10": ["resnet56_b"]}
+SMOKE = {"trainer.max_epochs": 1, "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1,
+         "trainer.limit_test_batches": 1, "trainer.num_sanity_val_steps": 0, "trainer.accelerator": "cpu",
+         "trainer.devices": 1, "trainer.precision": "32-true", "trainer.logger": False,
+         "trainer.enable_progress_bar": False, "data.init_args.batch_size": 2, "data.init_args.num_workers": 0}
+
+
+def _smoke_study(src: Path, dst: Path, data_dir) -> Path:
+    """The study with one seed, every axis at its first value and the smoke settings in every stage."""
+    from tests.recipes.test_recipes import SMOKE_DATA
+
+    d = yaml.safe_load(src.read_text())
+    for axis in (d.get("axes") or {}).values():
+        first = next(iter(axis["values"]))
+        axis["values"] = {first: axis["values"][first]}
+    d["seeds"] = [0]
+    for stage in d["stages"].values():
+        stage.pop("seeds", None)
+        stage.pop("gpus", None)
+        recipe = yaml.safe_load((REPO / stage["recipe"]).read_text())
+        cls = recipe["data"]["class_path"].rsplit(".", 1)[-1]
+        extra = {}
+        for arg in SMOKE_DATA[cls][1]:
+            key, _, value = arg.lstrip("-").partition("=")
+            extra[key] = yaml.safe_load(value)
+        directory = data_dir(cls)
+        if directory is not None:
+            extra["data.init_args.data_dir"] = directory
+        stage["overrides"] = {**(stage.get("overrides") or {}), **SMOKE, **extra}
+    dst.write_text(yaml.safe_dump(d, sort_keys=False))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory):
+    from tests.recipes.test_recipes import SMOKE_DATA
+
+    cache: dict[str, str | None] = {}
+
+    def get(cls: str) -> str | None:
+        if cls not in cache:
+            writer = SMOKE_DATA[cls][0]
+            cache[cls] = None if writer is None else writer(str(tmp_path_factory.mktemp(cls)))
+        return cache[cls]
+
+    return get
+
+
+def test_there_are_fullscale_studies() -> None:
+    assert {p.stem for p in FULLSCALE} >= {"pruning_table1_cifar10", "pruning_table1_imagenet"}
+
+
+CASES = ([pytest.param(p, DEFAULT_CHAIN[p.stem], id=f"{p.stem}-chain") for p in FULLSCALE if p.stem in DEFAULT_CHAIN]
+         + [pytest.param(p, None, id=p.stem, marks=pytest.mark.slow) for p in FULLSCALE])
+
+
+@pytest.mark.parametrize(("study", "only"), CASES)
+def test_fullscale_study_end_to_end_on_fake_data(study: Path, only: list[str] | None, data_dir, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    # the real study's dry run: job graph and estimate (of the chain's stages in the default tier)
+    select = ["--only", *only] if only else []
+    assert studies("run", study, "--runs-root", tmp_path / "dry", "--dry-run", *select) == 0
+    out = capsys.readouterr().out
+    assert "job graph of" in out and "GPU-hours" in out
+    smoke = _smoke_study(study, tmp_path / study.name, data_dir)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert studies("run", smoke, "--runs-root", runs, "--launcher", "debug", *select) == 0, \
+        capsys.readouterr().err[-3000:]
+    assert studies("report", smoke, "--runs-root", runs, "--results-dir", results, "--no-wandb") == 0
+    name = yaml.safe_load(study.read_text()).get("name", study.stem)
+    report = json.loads((results / f"{name}.json").read_text())
+    assert len(report["runs_finished"]) > 0
+    if not only:
+        assert len(report["runs_finished"]) == report["runs_total"]
+    text = (results / f"{name}.md").read_text()
+    # the paper's numbers stand beside ours
+    for m in yaml.safe_load(study.read_text())["metrics"].values():
+        if m.get("previous"):
+            assert str(m["previous"]) in text
+    # chained stages started from their upstream run's checkpoint
+    d = yaml.safe_load(smoke.read_text())
+    for stage, spec in d["stages"].items():
+        if spec.get("init_from") and (not only or stage in only):
+            config = yaml.safe_load(next((runs / name / stage).rglob("config.yaml")).read_text())
+            assert str(config["init_from"]).startswith(str(runs / name / spec["init_from"]))
