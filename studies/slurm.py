@@ -204,7 +204,7 @@ def query_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     if shutil.which("sacct"):
         cmd = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"] + [x for a in arrays for x in ("-j", a)]
         try:
-            text = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+            text = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False).stdout
         except (OSError, subprocess.SubprocessError):
             text = ""
         import submitit.slurm.slurm as ss
@@ -216,7 +216,7 @@ def query_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     if shutil.which("squeue"):
         try:
             text = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(arrays)], capture_output=True,
-                                  text=True, timeout=60).stdout
+                                  text=True, timeout=60, check=False).stdout
         except (OSError, subprocess.SubprocessError):
             text = ""
         for line in text.splitlines():
@@ -275,11 +275,12 @@ class SlurmLauncher:
         extra = {str(k): v for k, v in p.sbatch.items()}
         if dependency:
             extra["dependency"] = "afterok:" + ":".join(dependency)
-        params: dict[str, Any] = dict(
-            name=f"{study.name}.{stage}", timeout_min=int(max(1, round(budget))), nodes=1, tasks_per_node=s.gpus,
-            cpus_per_task=p.cpus_per_gpu, slurm_partition=p.partition, slurm_signal_delay_s=p.signal_delay_s,
-            slurm_array_parallelism=p.array_parallelism, slurm_additional_parameters=extra,
-            slurm_setup=list(p.setup), gpus_per_node=s.gpus)
+        params: dict[str, Any] = {
+            "name": f"{study.name}.{stage}", "timeout_min": int(max(1, round(budget))), "nodes": 1,
+            "tasks_per_node": s.gpus, "gpus_per_node": s.gpus, "cpus_per_task": p.cpus_per_gpu,
+            "slurm_partition": p.partition, "slurm_signal_delay_s": p.signal_delay_s,
+            "slurm_array_parallelism": p.array_parallelism, "slurm_additional_parameters": extra,
+            "slurm_setup": list(p.setup)}
         if p.account:
             params["slurm_account"] = p.account
         if p.qos:
@@ -318,7 +319,7 @@ class SlurmLauncher:
             elif state in ACTIVE:
                 stale.append(rec["job_id"])
         if stale and shutil.which("scancel"):
-            subprocess.run(["scancel", *stale], capture_output=True, timeout=60)  # their dependency failed
+            subprocess.run(["scancel", *stale], capture_output=True, timeout=60, check=False)  # their dependency failed
         threads = self.threads or self.profile.cpus_per_gpu
         with runner.StudyLock(root, study):
             for stage in study.order():

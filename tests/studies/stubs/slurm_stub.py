@@ -112,9 +112,9 @@ def sbatch(argv: list[str]) -> int:
         save(job)
         with open(DIR / "sbatch.jsonl", "a") as f:
             f.write(json.dumps({"id": jid, "options": options, "script": script.read_text()}) + "\n")
-    subprocess.Popen([sys.executable, __file__, "_schedule", jid], start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=open(DIR / f"scheduler_{jid}.log", "w"),
-                     stderr=subprocess.STDOUT)
+    with open(DIR / f"scheduler_{jid}.log", "w") as log:
+        subprocess.Popen([sys.executable, __file__, "_schedule", jid], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     print(f"Submitted batch job {jid}")
     return 0
 
@@ -231,8 +231,8 @@ def srun(argv: list[str]) -> int:
                     "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": str(ntasks)})
         with Locked(), open(DIR / "srun.jsonl", "a") as f:
             f.write(json.dumps({k: v for k, v in env.items() if k.startswith("SLURM_")}) + "\n")
-        out = open(fill(out_pattern, t), "a") if out_pattern else None
-        err = open(fill(err_pattern, t), "a") if err_pattern else None
+        out = open(fill(out_pattern, t), "a") if out_pattern else None  # noqa: SIM115 - the task's lifetime
+        err = open(fill(err_pattern, t), "a") if err_pattern else None  # noqa: SIM115
         procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=err))
     rc = 0
     while procs:
