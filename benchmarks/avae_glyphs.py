@@ -1,4 +1,4 @@
-"""CPU-scale reproduction of the Affine VAE claims (Bidart and Wong 2019, Table 1 and Fig. 3; REFERENCE.md 13.3) on
+"""CPU-scale reproduction of the Affine VAE claims (Bidart and Wong 2019, Table 1 and Fig. 3; docs/affine_vae.md#published-numbers) on
 the procedural rotated glyphs (1x32x32, 10 classes), over 3 seeds.
 
 Per seed (same data, and the same initial weights for the latent-8 nets), five trainings through ``lightning.Trainer``
@@ -199,7 +199,7 @@ def merge(a: argparse.Namespace) -> None:
     }
     (RESULTS / "avae_glyphs.json").write_text(json.dumps(summary, indent=1))
     lines = [
-        "# Affine VAE on rotated glyphs (CPU scale, REFERENCE.md 13.3)", "",
+        "# Affine VAE on rotated glyphs (CPU scale, docs/affine_vae.md#published-numbers)", "",
         f"Seeds {seeds}; {runs[0]['config']['train_size']} training glyphs, {runs[0]['config']['epochs']} epochs, "
         f"width {runs[0]['config']['width']}, latent 8 (VAE L+1 = 9); training search {runs[0]['config']['restarts']} "
         f"restarts x {runs[0]['config']['steps']} Adam steps, evaluation search {runs[0]['config']['eval_restarts']} x "
@@ -224,7 +224,7 @@ def merge(a: argparse.Namespace) -> None:
               "resampling, which smooths the glyphs and makes them slightly easier to reconstruct, so every flat "
               "curve dips between 0/90/180; rotations by 0, 90 and 180 degrees are exact pixel permutations. At 0 "
               "degrees the AVAE evaluated with the search can be slightly worse than the same weights without it "
-              "(double resampling and a small restart budget; REFERENCE.md 13.4).", "",
+              "(double resampling and a small restart budget; docs/affine_vae.md#differences-from-the-released-code).", "",
               "Plot: results/avae_glyphs.png; reconstruction grids: results/avae_glyphs_recon_seed*.png (rows: input "
               "rotated 90 deg, VAE single, AVAE single, VAE-rot L9, AVAE-opt L8) and the offline W&B runs.", "",
               f"Command: `{summary['command']}`; machine: {summary['machine']}."]

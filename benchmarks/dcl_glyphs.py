@@ -1,5 +1,5 @@
 """CPU-scale study of distributionally constrained learning (DCL, ``modules/dcl.py``; the project's design,
-REFERENCE.md section 9) against plain training on two shifted glyph training sets.
+docs/dcl.md) against plain training on two shifted glyph training sets.
 
 Ported in part: studies/dcl_glyphs.yaml runs the same protocol through main.py (recipes/glyphs/*_vgg9_quarter_
 glyphs_{imbalanced,noisy}.yaml; identical metrics at seed 0, results/dcl_glyphs_bridge.md). This script stays the
@@ -202,7 +202,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_markdown(path: Path, data: dict[str, Any]) -> None:
     a = data["args"]
-    lines = ["# DCL vs plain training on shifted glyphs (project-defined method, REFERENCE.md 9)", "",
+    lines = ["# DCL vs plain training on shifted glyphs (project-defined method, docs/dcl.md)", "",
              f"Net {a['net']} {NET_KWARGS.get(a['net'], '')} on glyphs (10 classes, difficulty {a['difficulty']}, "
              f"{a['train_size']} generated training "
              f"images before the shift, {a['test_size']} balanced clean test images, data_seed {a['data_seed']}); SGD "

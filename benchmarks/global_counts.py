@@ -1,5 +1,5 @@
 """Parameters and MACs of every Global-layer and SI-CNN recipe (and their baselines), as ``python main.py report
---config <recipe> --convention all`` prints them, against the published numbers (REFERENCE.md 7.3-7.4, 8.1).
+--config <recipe> --convention all`` prints them, against the published numbers (docs/global_layer.md and docs/sicnn.md#what-is-public).
 
 MACs: per input at the recipe's resolution (32x32 CIFAR, 224x224 ImageNet), batch 1, torch flop counter / 2
 (conv and linear layers, 1x1 projections included). Not counted: the Global layers' element-wise PDE iteration
@@ -7,7 +7,7 @@ and the SI blocks' interpolation/mask (the paper's ``thop`` does not count the P
 column gives them separately. Parameters: all of them.
 
 The second table (``imagenet_conventions``) asks why the ImageNet Global nets, rebuilt block by block from the
-released architecture strings (``imagenet_global_models.py``), count more than the poster (REFERENCE.md 7.4): it
+released architecture strings (``imagenet_global_models.py``), count more than the poster (docs/global_layer.md#published-numbers): it
 recounts each net with the classifier and the 1x1 head dropped, gives what ``thop`` would report for the released
 timm 0.5.4 model (timm's classifier is its own ``Linear`` subclass, and ``thop.profile`` matches module types
 exactly, so it counts that layer as zero parameters and zero MACs; conv MACs are a lower bound because thop adds
@@ -34,23 +34,23 @@ from torch import Tensor, nn
 
 # recipe -> (label, published params, published MACs, source)
 PUBLISHED: dict[str, tuple[str, float | None, float | None, str]] = {
-    "baseline_resnet32_cifar10": ("ResNet-32 (CIFAR-10)", 460e3, 70e6, "runner 460K/70M; poster 473K/70M (7.3, 7.4)"),
+    "baseline_resnet32_cifar10": ("ResNet-32 (CIFAR-10)", 460e3, 70e6, "runner 460K/70M; poster 473K/70M (docs/global_layer.md#architectures-and-settings and docs/global_layer.md#published-numbers)"),
     "global_resnet32_cifar10": ("ResNet-32-Global (CIFAR-10)", 170e3, 15e6,
-                                "runner 170K/15M; poster 168K/15M, timing table 162K (7.3, 7.4)"),
-    "baseline_resnet32_cifar100": ("ResNet-32 (CIFAR-100)", 473e3, 70e6, "poster 473K/70M (7.4)"),
-    "global_resnet32_cifar100": ("ResNet-32-Global (CIFAR-100)", 168e3, 15e6, "poster 168K/15M (7.4)"),
-    "baseline_mobilenet_v2_imagenet": ("MobileNetV2", 3.4e6, 300e6, "poster (7.4)"),
-    "global_mobilenet_v2_imagenet": ("Global MobileNetV2", 1.6e6, 193e6, "poster (7.4)"),
-    "baseline_mobilenet_v3_large_imagenet": ("MobileNetV3-Large", 5.4e6, 219e6, "poster (7.4)"),
-    "global_mobilenet_v3_large_imagenet": ("Global MobileNetV3-Large", 3.0e6, 156e6, "poster (7.4)"),
+                                "runner 170K/15M; poster 168K/15M, timing table 162K (docs/global_layer.md#architectures-and-settings and docs/global_layer.md#published-numbers)"),
+    "baseline_resnet32_cifar100": ("ResNet-32 (CIFAR-100)", 473e3, 70e6, "poster 473K/70M (docs/global_layer.md#published-numbers)"),
+    "global_resnet32_cifar100": ("ResNet-32-Global (CIFAR-100)", 168e3, 15e6, "poster 168K/15M (docs/global_layer.md#published-numbers)"),
+    "baseline_mobilenet_v2_imagenet": ("MobileNetV2", 3.4e6, 300e6, "poster (docs/global_layer.md#published-numbers)"),
+    "global_mobilenet_v2_imagenet": ("Global MobileNetV2", 1.6e6, 193e6, "poster (docs/global_layer.md#published-numbers)"),
+    "baseline_mobilenet_v3_large_imagenet": ("MobileNetV3-Large", 5.4e6, 219e6, "poster (docs/global_layer.md#published-numbers)"),
+    "global_mobilenet_v3_large_imagenet": ("Global MobileNetV3-Large", 3.0e6, 156e6, "poster (docs/global_layer.md#published-numbers)"),
     "sicnn_imagenet": ("SI-MobileNetV3-Large (project design)", None, None,
-                       "none published; claim: up to ~40% fewer MACs than MobileNetV3 (8.1)"),
-    "baseline_efficientnet_b0_imagenet": ("EfficientNet-B0", 5.3e6, 390e6, "poster (7.4)"),
-    "global_efficientnet_b0_imagenet": ("Global EfficientNet-B0", 2.4e6, 244e6, "poster (7.4)"),
+                       "none published; claim: up to ~40% fewer MACs than MobileNetV3 (docs/sicnn.md#what-is-public)"),
+    "baseline_efficientnet_b0_imagenet": ("EfficientNet-B0", 5.3e6, 390e6, "poster (docs/global_layer.md#published-numbers)"),
+    "global_efficientnet_b0_imagenet": ("Global EfficientNet-B0", 2.4e6, 244e6, "poster (docs/global_layer.md#published-numbers)"),
     "sicnn_efficientnet_b0_imagenet": ("SI-EfficientNet-B0 (project design)", None, None,
-                                       "none published; claim: up to ~40% fewer MACs than EfficientNet-B0 (8.1)"),
+                                       "none published; claim: up to ~40% fewer MACs than EfficientNet-B0 (docs/sicnn.md#what-is-public)"),
     "global_illustrative_glyphs": ("illustrative model, PDE backbone", 524, None,
-                                   "train_mnist_illustrative_example.py (7.4)"),
+                                   "train_mnist_illustrative_example.py (docs/global_layer.md#published-numbers)"),
     "sicnn_irnet_glyphs": ("si_irnet (glyphs, 34 classes; project design)", None, None, "none"),
 }
 BASELINE_OF = {

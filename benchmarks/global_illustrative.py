@@ -1,5 +1,5 @@
 """CPU-scale version of the Global-layer paper's illustrative experiment (Kag & Saligrama, CVPR 2022;
-REFERENCE.md 7.4): the ~500-parameter one-channel model with a plain conv, a residual or a PDE (Global) backbone
+docs/global_layer.md#published-numbers): the ~500-parameter one-channel model with a plain conv, a residual or a PDE (Global) backbone
 (``nets.global_layer.IllustrativeNet``, registered as ``global_illustrative``), on the procedural glyphs (digits
 0-9 rendered from fonts, 1x32x32) instead of MNIST. Published on MNIST: conv 92.01%, residual 92.53%, PDE 95.03%
 (poster); a third-party reproduction got 91.5 / 93.39 / 93.96.

@@ -1,4 +1,4 @@
-"""CPU-scale reproduction of the three input-hardness claims (REFERENCE.md sections 10 and 11, issue 8 item 6) on
+"""CPU-scale reproduction of the three input-hardness claims (docs/selective.md and docs/disk.md, issue 8 item 6) on
 the procedural glyphs dataset (20 classes, 1x32x32, difficulty 0.5), over 5 seeds:
 
 1. **OSP vs softmax response** (Gangrade, Kag & Saligrama AISTATS 2021): coverage at 2% selective error of the
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--mu", type=float, default=1.67)
     ap.add_argument("--osp_lagrangian", nargs="+", default=["paper"], choices=["paper", "code"],
                     help="OSP Lagrangian form, one OSP net per value: paper (keys osp_*) or the released code's "
-                         "(keys osp_code_*; the multiplier does not scale the error term, REFERENCE.md 10.1)")
+                         "(keys osp_code_*; the multiplier does not scale the error term, docs/selective.md#osp-one-sided-prediction)")
     ap.add_argument("--osp_multiplier_lr_scale", type=float, default=1.0,
                     help="the OSP multipliers' learning rate as a multiple of --lr (the release: 1e-4 / 1e-2 = 0.01)")
     ap.add_argument("--router_epochs", type=int, default=8)

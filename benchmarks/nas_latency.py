@@ -1,5 +1,5 @@
 """Latency of the full encoder, the searched network and the drop-top-layers baseline, side by side (issue 11,
-item 6; Bidart thesis, REFERENCE.md section 14; project design).
+item 6; Bidart thesis, docs/transformer_search.md; project design).
 
 Protocol after ``renebidart/text-classification-benchmark``'s ``get_inference_speed.py`` (CPU, no-grad, random
 token ids, every token real), at batch 1 and 32 and sequence lengths 64 to 512. The three networks are timed
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     names = list(nets)
     lines = ["# Latency: full all-MiniLM-L6-v2 vs the searched network vs dropping top layers", "",
-             "Project design (Bidart thesis, REFERENCE.md section 14). CPU, "
+             "Project design (Bidart thesis, docs/transformer_search.md). CPU, "
              f"{args.threads} thread, no-grad, random token ids (all real), median of round-robin repeats "
              f"({args.repeats}, or {args.repeats_large} above 4096 tokens per batch), {result['machine']} with other "
              "jobs running (noisy).", "",

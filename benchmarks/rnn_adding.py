@@ -1,6 +1,6 @@
 """CPU-scale reproduction on the adding task: FPTT vs BPTT (Kag & Saligrama, ICML 2021) and iRNN/TARNN vs LSTM.
 
-Study 1 (FPTT, REFERENCE.md section 6.4-6.5): an LSTM (hidden ``--hidden``, default 64) on the adding task at
+Study 1 (FPTT, docs/fptt.md): an LSTM (hidden ``--hidden``, default 64) on the adding task at
 each T of ``--seq-lens``, trained by full BPTT and by FPTT (P = 10 windows, alpha = beta = 0.5, c = 1, W <- W_bar and
 lambda <- 0 every ``--epoch-batches`` batches) for the **same number of batches** (``--steps``; one step = one
 batch; FPTT takes one Adam step per window inside a batch), Adam lr 1e-3, gradient-norm clip 1.0, batch 32.
@@ -294,15 +294,15 @@ def cmd_summary(args: argparse.Namespace) -> None:
               "with no W <- W_bar reset during the run (one epoch): batch 32 / hidden 64 for 2000 batches; batch 128 / "
               "hidden 128 (the release runner's batch and width) for 1000 batches, at Adam 1e-3 and at 3e-3 (the "
               "default of the third-party sFPTT adding-task script). All three ended at 0.163-0.164, i.e. on the "
-              "plateau. For scale: the sFPTT log `lstm_500_fptt.txt` (LSTM-128, batch 128, REFERENCE.md section "
-              "6.5) leaves the plateau after roughly 580 of its 10,000 steps, well inside 1000 batches; whether "
+              "plateau. For scale: the sFPTT log `lstm_500_fptt.txt` (LSTM-128, batch 128, "
+              "docs/fptt.md#published-numbers) leaves the plateau after roughly 580 of its 10,000 steps, well inside 1000 batches; whether "
               "that log comes from an FPTT with the regulariser (the release's adding-task path has none, section "
               "6.6) is not known. Command for the third, e.g.: `python -m benchmarks.rnn_adding run --study fptt "
               "--seq-lens 500 --steps 1000 --batch 128 --hidden 128 --epoch-batches 1000 --lr 3e-3 --seeds 1 "
               "--only fptt` (the pilots ran the same `run_one` from a script before `--lr` existed).",
               "* Two more pilots (session 4, batch 128 / hidden 128, 1000 batches, lr 1e-3, no W <- W_bar reset at all): "
               "alpha = 1e-6, i.e. the regulariser off (plain truncated training with window losses, what the "
-              "release's adding-task path does, REFERENCE.md section 6.6), ended at 0.1647; alpha = 0.1 (the "
+              "release's adding-task path does, docs/fptt.md#differences-from-the-released-code), ended at 0.1647; alpha = 0.1 (the "
               "MNIST setting) at 0.1624. Neither the regulariser nor the reset is what keeps our LSTM on the "
               "plateau at this budget: even the release-equivalent path does not leave it within 1000 batches, "
               "unlike the sFPTT log. Command, e.g.: `python -m benchmarks.rnn_adding run --study fptt --seq-lens 500 "

@@ -1,4 +1,4 @@
-"""Training memory and time per sequence of FPTT (P = 10 windows) vs full BPTT at T = 1000 (REFERENCE.md 6.1-6.2).
+"""Training memory and time per sequence of FPTT (P = 10 windows) vs full BPTT at T = 1000 (docs/fptt.md).
 
 Model and data: ``modules.fptt.FPTTSequenceModel`` / ``modules.sequence_model.SequenceModel`` with an LSTM
 (hidden ``--hidden``, default 128), the adding task (``datamodules.sequence_tasks.AddingTaskDataModule``) at

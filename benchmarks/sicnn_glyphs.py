@@ -1,7 +1,7 @@
 """CPU-scale SI-CNN study on glyphs: the spatially interpolated network against the plain inverted-residual
 network at the same architecture and at the same MAC budget -- accuracy, MACs, parameters and measured CPU
-latency side by side (issue 7, item 5b). The SI block is the project's design (``nets/sicnn.py``; REFERENCE.md
-8.3); the thesis claims up to ~40% less compute at no loss of accuracy (8.1).
+latency side by side (issue 7, item 5b). The SI block is the project's design (``nets/sicnn.py``;
+docs/sicnn.md#project-design); the thesis claims up to ~40% less compute at no loss of accuracy (docs/sicnn.md#what-is-public).
 
 Models (1x32x32 glyphs, all 34 classes):
 

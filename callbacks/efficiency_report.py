@@ -1,7 +1,7 @@
 """EfficiencyReport: parameters, MACs, FLOPs, latency, training memory and sizes of a model.
 
 Drop-in Lightning callback (imports only torch and lightning; onnx, onnxruntime and onnxscript only when
-``deployed_latency=True``). Counting conventions (REFERENCE.md section 15.1):
+``deployed_latency=True``). Counting conventions (docs/README.md#counting-compute):
 
 * ``li2017``: multiply-accumulates of ``Conv*d`` and ``Linear`` layers only, per input, as in Li et al.,
   "Pruning Filters for Efficient ConvNets" (ICLR 2017): n_out * n_in/groups * k^2 * H_out * W_out per conv and

@@ -3,7 +3,7 @@
 Drop-in Lightning callback; imports only torch, lightning and torch_pruning. Every selected conv layer loses the
 filters whose 3-D weight tensors have the smallest L1 norms; the filters are physically removed together with
 their BatchNorm channels and the matching input kernels of the next layer(s), found through Torch-Pruning's
-dependency graph (no masks are left behind). REFERENCE.md section 1 describes the method and the paper's
+dependency graph (no masks are left behind). docs/pruning.md describes the method and the paper's
 configurations.
 
 Configuration (YAML, under ``trainer.callbacks``)::
@@ -15,13 +15,13 @@ Configuration (YAML, under ``trainer.callbacks``)::
       init_args:
         ratios: {"layer1.*.conv1": 0.6, "layer2.*.conv1": 0.3, "8": 0.5}   # glob on names or paper layer number
         skip: [16, 20, "layer3.8.conv1"]       # paper layer numbers or glob patterns
-        ranking: independent                   # or greedy (REFERENCE.md 1.3)
+        ranking: independent                   # or greedy (docs/pruning.md#independent-and-greedy-ranking)
         prune_at_epoch: null                   # null: one shot before training (the paper); N: at epoch N
 
 * **Names.** Layers are named relative to the pruned module: the LightningModule's ``nn.Module`` attribute
   ``net`` (this project's modules) or else ``model`` (a common name in other projects), the LightningModule
   itself otherwise (``target`` overrides it).
-* **Paper layer numbers** (REFERENCE.md 1.4): the convs of the pruned module in definition order, 1-based,
+* **Paper layer numbers** (docs/pruning.md#residual-networks-and-layer-numbers): the convs of the pruned module in definition order, 1-based,
   leaving out 1x1 projection shortcuts (convs named ``*downsample*``/``*shortcut*``). Layer 1 is the stem; in a
   ResNet, block b holds layers 2b and 2b+1. For VGG-16, layer k is conv_k.
 * **Width rule.** A layer of width w at ratio p keeps ``floor(w * (1 - p))`` filters; a ratio in [0, 1) that
@@ -96,7 +96,7 @@ def _stage_ratios(*ratios: float, prefix: str = "layer") -> dict[str, float]:
     return {f"{prefix}{s}.*.conv1": r for s, r in enumerate(ratios, start=1) if r > 0}
 
 
-# The paper's Table 1 configurations (REFERENCE.md 1.7). ``layers`` is the number of numbered conv layers of the
+# The paper's Table 1 configurations (docs/pruning.md#pruned-configurations). ``layers`` is the number of numbered conv layers of the
 # architecture the preset is written for (13 for VGG-16, 6n+1 for CIFAR ResNets, 33 for ResNet-34); a preset
 # applied to another architecture is an error.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -133,7 +133,7 @@ def _is_projection_shortcut(name: str, module: nn.Module) -> bool:
 
 
 def numbered_conv_layers(model: nn.Module) -> list[str]:
-    """Conv layer names in the paper's numbering: element ``k - 1`` is layer ``k`` (REFERENCE.md 1.4).
+    """Conv layer names in the paper's numbering: element ``k - 1`` is layer ``k`` (docs/pruning.md#residual-networks-and-layer-numbers).
 
     Definition order, leaving out 1x1 projection shortcuts; for a ResNet layer 1 is the stem and block b holds
     layers 2b and 2b+1, for VGG-16 layer k is conv_k.
@@ -155,7 +155,7 @@ def l1_filter_norms(conv: nn.Module) -> torch.Tensor:
 
 
 def kept_filters(width: int, ratio: float) -> int:
-    """Filters a layer of ``width`` keeps at pruning ``ratio``: ``floor(width * (1 - ratio))`` (REFERENCE.md 1.4)."""
+    """Filters a layer of ``width`` keeps at pruning ``ratio``: ``floor(width * (1 - ratio))`` (docs/pruning.md#residual-networks-and-layer-numbers)."""
     _check_ratio(ratio, "ratio")
     return int(math.floor(width * (1.0 - ratio) + 1e-9))
 
@@ -403,7 +403,7 @@ def prune_model(model: nn.Module, ratios: Mapping[str, float], example_inputs: A
 
     ``ranking="independent"`` scores every layer on the weights before any layer is pruned (the filters of
     layer i+1 still count the kernels on maps removed from layer i); ``"greedy"`` prunes layer by layer in
-    network order, so a layer is scored without the kernels already removed (REFERENCE.md 1.3). Returns
+    network order, so a layer is scored without the kernels already removed (docs/pruning.md#independent-and-greedy-ranking). Returns
     ``{layer: removed filter indices}``, indices in the layer's numbering before pruning. Nothing is changed
     when the configuration is invalid. ``verify`` runs the pruned model once on ``example_inputs``.
     """

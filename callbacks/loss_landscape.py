@@ -1,7 +1,7 @@
 """LossLandscape: loss-landscape visualisation with filter normalisation (Li et al., NeurIPS 2018).
 
 H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018
-(REFERENCE.md section 3). Drop-in Lightning callback: imports only torch, lightning, numpy, tqdm and, lazily,
+(docs/loss_landscape.md). Drop-in Lightning callback: imports only torch, lightning, numpy, tqdm and, lazily,
 scipy (Hessian eigenvalues) and matplotlib (plots, in ``loss_landscape_plots.py`` beside this file).
 
 What it computes, around the model's own weights theta* (all written to ``out_dir``):
@@ -13,7 +13,7 @@ What it computes, around the model's own weights theta* (all written to ``out_di
   default, as in every script of the reference code) sets the direction of every tensor with ``dim <= 1``
   (biases, BN affine parameters and, for ``states``, BN running statistics) to **zero**; with ``ignore="none"``
   those tensors get random directions normalised by the same rule (their elements are their filters) -- not
-  the non-random ``d = theta`` of the reference code (REFERENCE.md 3.7). ``dir_type="weights"`` perturbs the
+  the non-random ``d = theta`` of the reference code (docs/loss_landscape.md#differences-from-the-released-code). ``dir_type="weights"`` perturbs the
   parameters only; ``"states"`` perturbs every floating-point entry of the ``state_dict`` (running statistics
   included; integer buffers such as ``num_batches_tracked`` never move). Directions are drawn from their own
   ``torch.Generator`` seeded with ``seed`` (123, the reference's) so training RNG streams are untouched.
@@ -747,7 +747,7 @@ def hessian_extreme_eigs(model: nn.Module, data: EvalData, params: dict[str, Ten
 # ================================================================================================ PCA trajectory
 def pca_directions(rows: Sequence[dict[str, Tensor]], center: dict[str, Tensor], ignore: Ignore = "biasbn"
                    ) -> dict[str, Any]:
-    """2-component PCA of the trajectory ``rows[i] - center`` (REFERENCE.md 3.4).
+    """2-component PCA of the trajectory ``rows[i] - center`` (docs/loss_landscape.md#pca-trajectory).
 
     ``rows`` and ``center`` map the same names to tensors. Entries with ``dim <= 1`` are zeroed under
     ``ignore="biasbn"``. The rows are centred (as sklearn's PCA does), the two principal axes are returned as

@@ -1,6 +1,6 @@
 """Plots of the LossLandscape callback (matplotlib, Agg backend): 1-D curves, contour, filled contour, 3-D
 surface, PCA trajectory and Hessian eigenvalue-ratio map. Each function writes PNG file(s) and returns nothing
-or the written paths. Conventions follow the reference plots (Li et al. 2018; REFERENCE.md 3.3): contour levels
+or the written paths. Conventions follow the reference plots (Li et al. 2018; docs/loss_landscape.md#grids-evaluation-and-training): contour levels
 ``vmin:vmax:step`` (0.1, 10, 0.5), the 3-D surface clipped at ``zmax`` (5), the ratio map on [0, 0.5].
 """
 

@@ -1,8 +1,8 @@
 """QuantizedTraining: train any model with quantized weights by R, SR or BinaryConnect (BC).
 
 Reproduces the training rules compared by Li, De, Xu, Studer, Samet & Goldstein, "Training Quantized Nets: A
-Deeper Understanding", NeurIPS 2017 (arXiv:1706.02379; REFERENCE.md section 2, whose definitions are tagged
-[unverified] there). Drop-in Lightning callback: this file imports only torch and lightning.
+Deeper Understanding", NeurIPS 2017 (arXiv:1706.02379; docs/quantized_training.md, which marks these definitions as
+not verified). Drop-in Lightning callback: this file imports only torch and lightning.
 
 Methods (``method=``), with g_t a minibatch gradient and the optimizer's step written ``step(w, g)`` (SGD:
 ``w - lr * g``; Adam: the Adam update, its moments kept in full precision):

@@ -1,5 +1,5 @@
 """ModelNet10 as occupancy grids (Wu et al., 3D ShapeNets, CVPR 2015), the data of the 3D Affine VAE (Bidart's
-thesis; REFERENCE.md 13.2: 32^3 voxels padded x1.5 to 48^3).
+thesis; docs/affine_vae.md#architectures-and-settings: 32^3 voxels padded x1.5 to 48^3).
 
 Layout on disk (the ModelNet10 folder tree with each mesh voxelised)::
 

@@ -1,5 +1,5 @@
 """MNIST zero-padded to 40x40, optionally rotated or affinely warped: the data of the Affine VAE paper (Bidart and
-Wong 2019; REFERENCE.md 13.2-13.3).
+Wong 2019; docs/affine_vae.md).
 
 Reads torchvision's raw IDX files (``<data_dir>/MNIST/raw/``, as :class:`datamodules.mnist.MNISTDataModule`, whose
 checks and ``.gz`` handling it reuses), scales pixels to [0, 1] and pads each 28x28 digit with zeros to

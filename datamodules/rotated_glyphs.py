@@ -1,5 +1,5 @@
 """Rotated glyphs: the platform's procedural glyph images (datamodules/glyphs.py) at controlled rotation, the
-embedded default data of the Affine VAE studies (REFERENCE.md 13; the paper uses rotated MNIST).
+embedded default data of the Affine VAE studies (docs/affine_vae.md; the paper uses rotated MNIST).
 
 Glyphs are rendered by :func:`datamodules.glyphs.generate_glyphs` with small nuisance variation (scale 0.95-1.05, no
 translation, no clutter, no stroke noise by default) and a rotation drawn uniformly from +-``rotation`` degrees

@@ -1,9 +1,9 @@
 """Images read as sequences: sequential CIFAR-10, noise-padded CIFAR-10 and noisy MNIST.
 
-* **Sequential CIFAR-10** (FPTT, REFERENCE.md section 6.4): the 1024 pixels of a CIFAR-10 image in raster order,
+* **Sequential CIFAR-10** (FPTT, docs/fptt.md#models-and-settings): the 1024 pixels of a CIFAR-10 image in raster order,
   3 channels per step: ``input_shape = (1024, 3)`` (``as_sequence="pixel"``). ``as_sequence="row"`` gives 32 rows
   of 96 values (the 32 pixels of a row, channels interleaved per pixel).
-* **Noise-padded CIFAR-10** (Chang et al. 2019, used by iRNN and TARNN; REFERENCE.md 4.3): the 32 rows (96 values)
+* **Noise-padded CIFAR-10** (Chang et al. 2019, used by iRNN and TARNN; docs/irnn.md#published-numbers): the 32 rows (96 values)
   followed by i.i.d. N(0, ``noise_std``^2) vectors up to ``pad_to`` = 1000 steps: ``input_shape = (1000, 96)``.
 * **Noisy MNIST** (iRNN/TARNN): the 28 rows of 28 pixels followed by noise up to 1000 steps: ``(1000, 28)``.
 * Pixel and permuted pixel MNIST need nothing new: ``datamodules.mnist.MNISTDataModule`` with

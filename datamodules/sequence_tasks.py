@@ -1,6 +1,6 @@
 """Procedural long-memory tasks: the adding task and the copy task (any length T, deterministic by seed).
 
-**Adding task** (Hochreiter & Schmidhuber 1997; the FPTT/iRNN/TARNN form, REFERENCE.md section 6.4). Each step's
+**Adding task** (Hochreiter & Schmidhuber 1997; the FPTT/iRNN/TARNN form, docs/fptt.md#models-and-settings). Each step's
 input is ``(value ~ U(0, 1), marker)``; exactly two markers are 1: one at a uniform position of the first half
 ``[0, T//2)`` and one in the second half ``[T//2, T)``. The target is the sum of the two marked values.
 Predicting the constant 1 (the mean) gives MSE Var(U1 + U2) = 1/6, the chance level. ``input_shape = (T, 2)``,

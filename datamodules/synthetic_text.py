@@ -1,6 +1,6 @@
 """A generated text classification task where word order and negation decide the label (project design).
 
-The CPU demo task of the task-specific transformer study (Bidart thesis, REFERENCE.md section 14; issue item 5):
+The CPU demo task of the task-specific transformer study (Bidart thesis, docs/transformer_search.md; issue item 5):
 reviews made of two (or up to ``max_clauses``) clauses about aspects of a place or a film, each an aspect, a verb, an optional negation
 ("not", "never", "hardly") and a polar adjective, plus filler phrases ("honestly", "if you ask me", ...) that carry
 nothing. The label is the polarity of the *main* clause:

@@ -1,7 +1,7 @@
 """Text classification from local files: GLUE tasks (SST-2, QNLI, MNLI, QQP, RTE, MRPC, CoLA, WNLI) and any
 TSV / CSV / JSON / JSON-lines file or saved Hugging Face dataset, tokenized once and cached on disk.
 
-Used by the task-specific transformer recipes (Bidart thesis, REFERENCE.md section 14; the benchmark protocol
+Used by the task-specific transformer recipes (Bidart thesis, docs/transformer_search.md; the benchmark protocol
 of ``renebidart/text-classification-benchmark``: accuracy on each task's validation split). Nothing is
 downloaded: the files must be on disk.
 

@@ -1,4 +1,4 @@
-"""Procedural 3D voxel shapes: the embedded stand-in for ModelNet10 in the 3D Affine VAE studies (REFERENCE.md 13).
+"""Procedural 3D voxel shapes: the embedded stand-in for ModelNet10 in the 3D Affine VAE studies (docs/affine_vae.md).
 
 Six classes of solids given by implicit functions on a ``grid_size``^3 grid over [-1, 1]^3: box, ellipsoid, cylinder,
 cone, torus and an L-shaped pair of boxes, with random proportions (and an off-centre part, so most shapes have no

@@ -1,6 +1,6 @@
 """Affine VAE: a VAE wrapped in an affine resampler whose pose is optimised per sample (Bidart and Wong,
 "Affine Variational Autoencoders", ICML 2019 UDL workshop, arXiv:1905.05300; 3D as in Bidart's thesis;
-REFERENCE.md section 13).
+docs/affine_vae.md).
 
 Model. q_phi(z|x) = N(mu(x), diag(exp(logvar(x)))) and p_rho(x|z) with mean x_hat(z) = decoder(z) in [0, 1]. The
 loss of one sample at pose alpha is the negative ELBO of the warped input, scored against the **original** x:
@@ -11,13 +11,13 @@ loss of one sample at pose alpha is the negative ELBO of the warped input, score
 with R the summed squared error (``recon="mse"``, the paper's "summed MSE + KL"; a unit-variance Gaussian decoder up
 to a constant) or the summed binary cross-entropy (``recon="bce"``). One variance convention throughout: ``logvar``
 is log sigma^2, sampling uses sigma = exp(logvar / 2) and the KL above is the exact KL for that sigma (the authors'
-2D code mixes a log-sigma KL with exp(logvar/2) sampling, REFERENCE.md 13.4). Training uses the sampled z (the
+2D code mixes a log-sigma KL with exp(logvar/2) sampling, docs/affine_vae.md#differences-from-the-released-code). Training uses the sampled z (the
 ELBO); pose search and evaluation use z = mu (deterministic encoder, as the authors' search), so the reported
 ``loss`` is R(x_hat(mu)) + beta KL per sample.
 
 Pose search (``search_alpha``), with the VAE frozen (eval mode, so BatchNorm uses running statistics and samples
 do not interact; gradients taken with ``torch.autograd.grad`` w.r.t. alpha only, so nothing leaks into the weight
-update -- the 3D trap of REFERENCE.md 13.4):
+update -- the 3D trap of docs/affine_vae.md#differences-from-the-released-code):
 
     alpha*(x) = argmin_alpha L(x; alpha):  draw ``restarts`` random alphas per sample, keep the ``keep`` best,
     run ``steps`` Adam steps (lr ``alpha_lr``) from each, return the best alpha seen.

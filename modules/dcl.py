@@ -2,7 +2,7 @@
 
 **The project's design.** Anil Kag's thesis names DCL as a training algorithm that enforces several
 distributional constraints during training for better generalization; no paper or code is public
-(REFERENCE.md section 9), so this is a principled method matching that description, not a reproduction:
+(docs/dcl.md), so this is a principled method matching that description, not a reproduction:
 
     minimise_theta  E[loss]   subject to   g_k(P_theta) <= eps_k,  k = 1..K
 

@@ -1,6 +1,6 @@
 """Distributional constraints for distributionally constrained learning (DCL, :mod:`modules.dcl`).
 
-**The project's design** (REFERENCE.md section 9: no DCL paper or code is public). Each constraint is a
+**The project's design** (docs/dcl.md: no DCL paper or code is public). Each constraint is a
 statistic g(P) of a distribution P that the model induces on the training data -- per-class losses, the
 per-example loss distribution, the predicted labels, the confidences -- with a bound ``eps``: g(P) <= eps.
 

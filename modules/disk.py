@@ -1,8 +1,8 @@
 """DiSK: selective distillation with a scaffolding guide (Kag, Acar, Gangrade & Saligrama, "Scaffolding a Student
-to Instill Knowledge", ICLR 2023; REFERENCE.md section 11), with the CE and standard-KD baselines on the same
+to Instill Knowledge", ICLR 2023; docs/disk.md), with the CE and standard-KD baselines on the same
 student.
 
-Equations (section 11.2, the released code's form; ``s``, ``t`` student and teacher logits, ``y`` labels, ``g``
+Equations (docs/disk.md#loss-as-implemented, the released code's form; ``s``, ``t`` student and teacher logits, ``y`` labels, ``g``
 the guide's output in [0, 1], K = ``topk``):
 
 * top-K mask ``m_ic = 1`` if c is among the teacher's top-K classes or c = y_i (:func:`topk_mask`);

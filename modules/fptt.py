@@ -1,6 +1,6 @@
 """FPTT: Forward Propagation Through Time (Kag & Saligrama, ICML 2021), by manual optimisation over windows.
 
-REFERENCE.md section 6.2. A sequence of length T is cut into P = ``parts`` windows of floor(T/P) steps plus one
+docs/fptt.md#algorithm. A sequence of length T is cut into P = ``parts`` windows of floor(T/P) steps plus one
 remainder window if any (``window_bounds``; the release's split, which takes the remainder as one more window --
 the release clips that window to floor(T/P) steps, which only matters when the remainder is longer than
 floor(T/P), never in the recipes; here it always holds all remaining steps); the state is detached at each
@@ -13,11 +13,11 @@ the start of training) and a gradient memory lambda (0). For each window p:
 2. lambda <- lambda - alpha * (W - W_bar);
 3. W_bar <- (1 - beta) W_bar + beta W - (beta / alpha) lambda   (with the new lambda).
 
-At the end of each training epoch W <- W_bar (``reset_to_average``, explicit as REFERENCE.md section 6.6 asks) and
+At the end of each training epoch W <- W_bar (``reset_to_average``, explicit as docs/fptt.md#differences-from-the-released-code asks) and
 lambda <- 0 (``reset_lambda``; the release keeps lambda for PTB-300 and PTB-Char). The reset happens after the
 epoch's last training batch, before validation, so validation and the epoch's checkpoint see the averaged weights.
 
-Window losses (section 6.3), with P' the number of windows (P, or P + 1 with a remainder window) and
+Window losses (docs/fptt.md#window-losses), with P' the number of windows (P, or P + 1 with a remainder window) and
 w_p = (p + 1) / P' (the intended weight; the release's ``p + 1/P`` on the adding task is a precedence slip):
 
 * terminal regression (adding task): l_p = w_p * MSE(o_p, y), o_p the output at the end of window p; every

@@ -1,5 +1,5 @@
 """Hybrid edge/cloud inference with a learned router (Kag, Fedorov, Gangrade, Whatmough & Saligrama, "Efficient
-Edge Inference by Selective Query", ICLR 2023; REFERENCE.md 10.2).
+Edge Inference by Selective Query", ICLR 2023; docs/selective.md#hybrid-edge-and-cloud-router).
 
 A small edge model b, a large cloud model g and a router r (``nets.router.HybridRouter``; one logit per input,
 positive = keep on the edge). Coverage = share of inputs kept on the edge; accuracy =

@@ -1,5 +1,5 @@
 """Selective classification: OSP (Gangrade, Kag & Saligrama, "Selective Classification via One-Sided
-Prediction", AISTATS 2021; REFERENCE.md 10.1) and the baselines softmax response (Geifman & El-Yaniv 2017),
+Prediction", AISTATS 2021; docs/selective.md#osp-one-sided-prediction) and the baselines softmax response (Geifman & El-Yaniv 2017),
 SelectiveNet (Geifman & El-Yaniv 2019) and DeepGamblers (Liu et al. 2019), in one LightningModule.
 
 **OSP.** One-sided scores ``p_k(x) = softmax(f(x))_k`` (the released code uses a softmax). Per class k, with

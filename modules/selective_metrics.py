@@ -1,5 +1,5 @@
-"""Metrics of selective classification (Geifman & El-Yaniv 2017; Gangrade, Kag & Saligrama AISTATS 2021, section
-10.1 of REFERENCE.md): a classifier predicts on the inputs whose selection ``score`` passes a threshold and
+"""Metrics of selective classification (Geifman & El-Yaniv 2017; Gangrade, Kag & Saligrama AISTATS 2021,
+docs/selective.md#osp-one-sided-prediction): a classifier predicts on the inputs whose selection ``score`` passes a threshold and
 abstains on the rest.
 
 * **coverage** ``phi(t) = P(score >= t)``, **selective risk** ``r(t) = P(wrong | score >= t)``;

@@ -1,6 +1,6 @@
 """SequenceModel: trains any recurrent net of ``nets.rnn_cells`` by full BPTT or truncated BPTT.
 
-Manual optimisation (Lightning >= 2.0 has no ``truncated_bptt_steps``; REFERENCE.md section 15.2): one
+Manual optimisation (Lightning >= 2.0 has no ``truncated_bptt_steps``; docs/README.md#truncated-sequences-in-lightning): one
 ``manual_backward``, explicit ``clip_gradients`` and one optimizer step per window, the recurrent state detached at
 each window boundary, schedulers stepped here. **One batch counts as one global step** whatever the number of
 windows (the inner windows step the raw optimizer, the last one steps Lightning's wrapper), so ``max_steps``
@@ -14,7 +14,7 @@ Tasks (``task``):
   logs ``bpc`` (bits per character) and ``ppl`` (perplexity) beside the loss.
 
 Training (``truncation``): ``None`` is full BPTT; an integer k is truncated BPTT with windows ``x.split(k, dim=1)``
-(fixed length k, the last one shorter, not ``tensor_split``: REFERENCE.md section 15.2). With a terminal loss only
+(fixed length k, the last one shorter, not ``tensor_split``: docs/README.md#truncated-sequences-in-lightning). With a terminal loss only
 the last window carries a loss, so the earlier windows just run forward without a graph.
 
 ``num_classes`` and ``input_shape`` = ``(T, F)`` (floats) or ``(T,)`` (token ids; the net then embeds the
@@ -85,7 +85,7 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
 
 
 def window_bounds(length: int, parts: int) -> list[tuple[int, int]]:
-    """FPTT windows (REFERENCE.md section 6.2/6.7): ``parts`` windows of floor(T/P) steps, then one window with
+    """FPTT windows (docs/fptt.md#algorithm and docs/fptt.md#in-this-project): ``parts`` windows of floor(T/P) steps, then one window with
     the remaining ``T - P*floor(T/P)`` steps if any. Raises :class:`SequenceError` if ``T < P``."""
     if parts < 1:
         raise SequenceError(f"the number of windows (parts) must be >= 1, got {parts}")

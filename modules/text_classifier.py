@@ -1,6 +1,6 @@
 """TextClassifier: fine-tunes a pretrained encoder, whole or cut to a searched architecture, on one task.
 
-Bidart thesis (REFERENCE.md section 14): task-specific networks built from one pretrained encoder, with no
+Bidart thesis (docs/transformer_search.md): task-specific networks built from one pretrained encoder, with no
 additional pretraining: every weight of a candidate (layers kept, learned token downsamplers between them,
 :mod:`nets.searchable_encoder`) is inherited from the pretrained model or from the one-shot supernet of
 :mod:`modules.transformer_search`, then fine-tuned on the task with cross-entropy.

@@ -1,6 +1,6 @@
 """TransformerSearch: one-shot supernet + evolutionary search of task-specific transformers (Bidart thesis).
 
-**Project design, not the author's** (REFERENCE.md section 14: no paper text or code is public; the design
+**Project design, not the author's** (docs/transformer_search.md: no paper text or code is public; the design
 follows the section's "project design from the description"). No extra pretraining: the supernet *is* the
 pretrained encoder (every layer) plus a learned downsampling slot (token-scoring top-k and learned pooling,
 :mod:`nets.token_downsampling`) after every layer but the last, fine-tuned on the task only.

@@ -1,4 +1,4 @@
-"""Encoders and decoders of the Affine VAE (Bidart and Wong 2019; REFERENCE.md 13.2), 2D and 3D.
+"""Encoders and decoders of the Affine VAE (Bidart and Wong 2019; docs/affine_vae.md#architectures-and-settings), 2D and 3D.
 
 2D (after Schott et al. 2018, the authors' ``model/model.py`` layout): conv 32 (k5, s1) -> 32 (k4, s2) -> 64 (k3, s2)
 -> 16 (k5, s1), unpadded, ELU + BatchNorm after the first three, then linear layers to the mean and the log-variance

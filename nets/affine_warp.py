@@ -1,4 +1,4 @@
-"""Affine resamplers A_alpha for the Affine VAE (Bidart and Wong 2019; REFERENCE.md 13.1).
+"""Affine resamplers A_alpha for the Affine VAE (Bidart and Wong 2019; docs/affine_vae.md#method).
 
 A_alpha is an STN-style resampler: a sampling grid (``affine_grid`` convention: output coordinates -> input
 coordinates, normalised to [-1, 1], ``align_corners=False``) and bilinear/trilinear ``grid_sample`` with zero
@@ -16,7 +16,7 @@ Pose parameters alpha per mode (:data:`MODES`):
   by brute force, not by gradient.
 
 Euler restarts are drawn uniformly on SO(3) (uniform random quaternions, Shoemake 1992, converted to Euler angles),
-not from U(0, 2 pi)^3, which is not uniform (REFERENCE.md 13.4).
+not from U(0, 2 pi)^3, which is not uniform (docs/affine_vae.md#differences-from-the-released-code).
 """
 
 from __future__ import annotations

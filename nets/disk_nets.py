@@ -1,5 +1,5 @@
 """Teacher and student nets of DiSK's published pairs (Kag et al., "Scaffolding a Student to Instill Knowledge",
-ICLR 2023; REFERENCE.md 11.4) that the registry lacked. CIFAR versions follow the CRD/RepDistiller layouts the
+ICLR 2023; docs/disk.md#published-numbers) that the registry lacked. CIFAR versions follow the CRD/RepDistiller layouts the
 paper's table uses (32x32 inputs); the ImageNet ViTs are torchvision's ``VisionTransformer`` at DeiT/ViT-Tiny size.
 
 ==================  ==========================================================================  ==============

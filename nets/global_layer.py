@@ -1,12 +1,12 @@
 """Global (PDE) layer and the networks built with it (Kag & Saligrama, "Condensing CNNs with Partial Differential
-Equations", CVPR 2022; REFERENCE.md section 7).
+Equations", CVPR 2022; docs/global_layer.md).
 
 The layer evolves every channel of a feature map ``H`` under an advection-diffusion PDE driven by the block
-input ``f`` (REFERENCE.md 7.1)::
+input ``f`` (docs/global_layer.md#method)::
 
     dH/dt = div(D grad H) + div(v H) + f
 
-discretised as the released code does (REFERENCE.md 7.2, ``GlobalFeatureBlock_Diffusion``): a three-level
+discretised as the released code does (docs/global_layer.md#discretisation, ``GlobalFeatureBlock_Diffusion``): a three-level
 leapfrog (DuFort-Frankel style) scheme on the pixel grid, time step ``dt``, grid spacing ``dx``/``dy`` (also the
 shift in pixels), ``K`` iterations. With ``S_H^+-`` = ``torch.roll`` by ``+-dx`` along the height axis and
 ``S_W^+-`` by ``+-dy`` along the width axis (periodic boundary)::
@@ -21,7 +21,7 @@ shift in pixels), ``K`` iterations. With ``S_H^+-`` = ``torch.roll`` by ``+-dx``
 
     h(-1) = f,  h(0) = core(f)  (core = identity for the CIFAR layer),  output = act(BN(h(K))) [+ f]
 
-The coefficients are computed once, from ``h(0)``, not re-estimated per iteration (REFERENCE.md 7.5). The
+The coefficients are computed once, from ``h(0)``, not re-estimated per iteration (docs/global_layer.md#differences-from-the-released-code). The
 non-linear (coefficient-from-features) PDE is the only mode (the released code asserts it).
 
 ``boundary="periodic"`` (``torch.roll``, the default) is what the published numbers used; it wraps information
@@ -35,7 +35,7 @@ does ``thop`` used by the paper. :meth:`GlobalLayer.pde_macs` gives its element-
 
 Networks (all registered, built with ``nets.create_net``):
 
-* ``resnet32_global`` / ``resnet56_global``: the CIFAR "pdenet" of the released ``model.py`` (REFERENCE.md 7.3):
+* ``resnet32_global`` / ``resnet56_global``: the CIFAR "pdenet" of the released ``model.py`` (docs/global_layer.md#architectures-and-settings):
   stem conv3x3(n1)-BN-ReLU, layer1 (m BasicBlocks) -> Global1, layer2 (stride 2) -> Global2, layer3 (stride 2)
   -> Global3, layer4 (stride 2), average pool, FC; widths n1..n4 = 16/32/64/64, K = 1, m = 1 (ResNet-32-Global,
   runner: 170K params / 15M MACs) or m = 2 (ResNet-56-Global, 330K / 30M). Shape-changing BasicBlocks use a
@@ -46,7 +46,7 @@ Networks (all registered, built with ``nets.create_net``):
   replaces the remaining repeats by ONE Global layer whose ``core`` is one inverted-residual block of the stage
   (``h(0) = IR(f)``), K = 1, constant diffusivity. Per-stage options follow the released architecture strings
   (velocity "dot" product, ``dt``, ``dx``, ``cDx``; see ``_GLOBAL_MNV2`` etc. below).
-  Counts (REFERENCE.md 7.4; ``results/global_counts.md``): these nets follow the released strings block by block
+  Counts (docs/global_layer.md#published-numbers; ``results/global_counts.md``): these nets follow the released strings block by block
   (which stages hold a Global layer, expansion ratios, kernels, SE, activations, the 1280-wide head; checked
   against ``efficientnet_builder.py``/``global_layer.py``), giving 2.95M / 234M (MobileNetV2), 3.87M / 174M
   (MobileNetV3-Large) and 3.82M / 295M (EfficientNet-B0) params / MACs at 224x224, against the poster's 1.6M /
@@ -151,7 +151,7 @@ def advection_diffusion(
     f: Tensor, h0: Tensor, u: Tensor, v: Tensor, Dx: Tensor | float, Dy: Tensor | float, K: int,
     dt: float = 0.2, dx: int = 1, dy: int = 1, source: bool = True, boundary: Boundary = "periodic",
 ) -> Tensor:
-    """``K`` leapfrog iterations from ``h(-1) = f``, ``h(0) = h0`` with source ``f`` (REFERENCE.md 7.2)."""
+    """``K`` leapfrog iterations from ``h(-1) = f``, ``h(0) = h0`` with source ``f`` (docs/global_layer.md#discretisation)."""
     c = pde_coefficients(u, v, Dx, Dy, dt, dx, dy, boundary)
     h_prev, h = f, h0
     for _ in range(K):
@@ -174,7 +174,7 @@ def _check_int(name: str, value: object, low: int) -> int:
 
 
 class GlobalLayer(nn.Module):
-    """The Global (PDE) layer of Kag & Saligrama, CVPR 2022 (eq. 7.2 of REFERENCE.md; module docstring).
+    """The Global (PDE) layer of Kag & Saligrama, CVPR 2022 (the equation in docs/global_layer.md#discretisation; module docstring).
 
     A drop-in residual block: ``(B, C, H, W) -> (B, C, H, W)`` (``core=None``), or, with a ``core`` block that
     changes the shape (stride 2, new width), ``(B, C_in, H, W) -> (B, channels, H', W')``; then ``f = core(x)``
@@ -382,7 +382,7 @@ def resnet32_global(
     num_classes: int = 10, in_channels: int = 3, K: int = 1, widths: Sequence[int] = (16, 32, 64, 64),
     use_global: bool = True, global_kwargs: dict | None = None,
 ) -> ResNetGlobal:
-    """ResNet-32-Global (runner: m = 1, K = 1, widths 16/32/64/64; 170K params, 15M MACs; REFERENCE.md 7.3)."""
+    """ResNet-32-Global (runner: m = 1, K = 1, widths 16/32/64/64; 170K params, 15M MACs; docs/global_layer.md#architectures-and-settings)."""
     return ResNetGlobal(num_classes, in_channels, 1, widths, K, use_global, global_kwargs)
 
 
@@ -391,7 +391,7 @@ def resnet56_global(
     num_classes: int = 10, in_channels: int = 3, K: int = 1, widths: Sequence[int] = (16, 32, 64, 64),
     use_global: bool = True, global_kwargs: dict | None = None,
 ) -> ResNetGlobal:
-    """ResNet-56-Global (runner: m = 2, K = 1, widths 16/32/64/64; 330K params, 30M MACs; REFERENCE.md 7.3)."""
+    """ResNet-56-Global (runner: m = 2, K = 1, widths 16/32/64/64; 330K params, 30M MACs; docs/global_layer.md#architectures-and-settings)."""
     return ResNetGlobal(num_classes, in_channels, 2, widths, K, use_global, global_kwargs)
 
 
@@ -566,10 +566,10 @@ def global_efficientnet_b0(num_classes: int = 1000, in_channels: int = 3, K: int
 
 # ---------------------------------------------------------------------------------------------------- illustrative
 class IllustrativeNet(nn.Module):
-    """The paper's illustrative model (``train_mnist_illustrative_example.py``; REFERENCE.md 7.4): one-channel
+    """The paper's illustrative model (``train_mnist_illustrative_example.py``; docs/global_layer.md#published-numbers): one-channel
     block ``f = conv_f(relu(bn_f(x)))``, a backbone, ReLU, average pool to ``pool_size`` x ``pool_size``,
     Linear(pool_size^2 -> classes). 524 parameters for 1 input channel, 10 classes and ``pool_size`` 7 (522 for
-    "conv", which here does not build the output BN it would never use; REFERENCE.md 7.5).
+    "conv", which here does not build the output BN it would never use; docs/global_layer.md#differences-from-the-released-code).
 
     Backbones: ``conv``: ``conv_g(relu(bn_g(f)))``; ``residual``: ``relu(bn_out(f + conv_g(relu(bn_g(f)))))``;
     ``pde``: ``u = v = conv_g(relu(bn_g(f)))`` (no activation on the velocity, as released), D = 1, dt = 0.2,

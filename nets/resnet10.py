@@ -1,4 +1,4 @@
-"""ResNet10 family of DiSK (Kag et al., "Scaffolding a Student to Instill Knowledge", ICLR 2023; REFERENCE.md 11.3).
+"""ResNet10 family of DiSK (Kag et al., "Scaffolding a Student to Instill Knowledge", ICLR 2023; docs/disk.md#settings).
 
 A CIFAR-style ResNet with one BasicBlock per stage ([1, 1, 1, 1]) at four stage widths: stem conv3x3 (stride 1,
 no max-pool, width = first stage width)-BN-ReLU, stages with strides 1/2/2/2, a 1x1 conv + BN projection (the

@@ -7,19 +7,19 @@ Shortcuts (``shortcut=``):
 
 * ``"A"``: parameter-free identity; where the shape changes the input is subsampled with stride 2 and the new
   channels are zeros (He et al. option A). The baseline of Li et al., "Pruning Filters for Efficient ConvNets",
-  ICLR 2017 (REFERENCE.md 1.6): ``resnet56`` is 1.25e8 MACs and 8.5e5 parameters under the li2017 convention.
+  ICLR 2017 (docs/pruning.md#architectures): ``resnet56`` is 1.25e8 MACs and 8.5e5 parameters under the li2017 convention.
 * ``"B"``: 1x1 conv + BN projection where the shape changes, identity elsewhere (the projection is the block's
   ``shortcut`` submodule, which the li2017 counter leaves out).
 * ``"none"``: no skip connection at all, the "no-short" nets of Li et al., "Visualizing the Loss Landscape of
   Neural Nets", NeurIPS 2018.
 
 ``wrn56_2/4/8`` are the WRN-56-k of the loss-landscape paper and of Li et al., "Training Quantized Nets: A
-Deeper Understanding", NeurIPS 2017 (REFERENCE.md 2.5, 3.3): a 6n+2 ResNet-56 widened k times (not Zagoruyko's
+Deeper Understanding", NeurIPS 2017 (docs/quantized_training.md#published-numbers and docs/loss_landscape.md#grids-evaluation-and-training): a 6n+2 ResNet-56 widened k times (not Zagoruyko's
 pre-activation WRN). Those papers' code uses projection shortcuts, so their default is ``shortcut="B"``; the
 ``resnetXX`` default is ``"A"``.
 
 ``block_widths`` gives the number of filters of the first conv of every block (length 3n) and rebuilds the
-L1-norm-pruned ResNets of Li et al. 2017 (REFERENCE.md 1.7) from hyperparameters; second convs keep the stage
+L1-norm-pruned ResNets of Li et al. 2017 (docs/pruning.md#pruned-configurations) from hyperparameters; second convs keep the stage
 width because they feed the residual sum.
 """
 
@@ -37,7 +37,7 @@ from .registry import register_net
 Shortcut = Literal["A", "B", "none"]
 _SHORTCUTS = ("A", "B", "none")
 
-# Li et al. 2017 (REFERENCE.md 1.7): first-conv widths of the pruned ResNet-56 variants, 27 blocks.
+# Li et al. 2017 (docs/pruning.md#pruned-configurations): first-conv widths of the pruned ResNet-56 variants, 27 blocks.
 RESNET56_A_BLOCK_WIDTHS: list[int] = [14] * 7 + [16, 14] + [32] + [28] * 8 + [64] + [57] * 7 + [64]
 RESNET56_B_BLOCK_WIDTHS: list[int] = [6] * 7 + [16, 16] + [32] + [22] * 6 + [32, 22] + [64] + [57] * 7 + [64]
 

@@ -1,7 +1,7 @@
 """Recurrent cells of Kag et al. (iRNN, ICLR 2020; TARNN, CVPR 2021), LSTM/GRU baselines, and a batch-first
 sequence net that runs any of them over ``(B, T, F)`` inputs (or ``(B, T)`` token ids) with a carried state.
 
-**iRNN** (REFERENCE.md section 4.2; the paper's exact signs and initialisation are unverified there). At time t,
+**iRNN** (docs/irnn.md#update-rule; the paper's exact signs and initialisation are unverified there). At time t,
 starting from ``h^(0)`` (``init_state="previous"``: h_{t-1}, the default, as in the closest authors' code
 ``iRNN_DualODECell`` of ``anilkagak2/TARNN`` where g1 starts from its previous value; or ``"zero"``), K explicit
 Euler steps with learnable step sizes eta::
@@ -14,7 +14,7 @@ and ``h_t = h^(K)``. At a fixed point ``alpha (h_t + h_{t-1}) = phi(U (h_t + h_{
 ``gated=True`` adds the authors'-code gate ``gamma = sigmoid(U_g h_{t-1} + W_g x_t + b_g)`` (b_g = -3) and
 returns ``(1 - gamma) h_{t-1} + gamma h^(K)``.
 
-**TARNN** (REFERENCE.md section 5.2, the update as released in ``anilkagak2/TARNN`` ``pytorch/tarnn.py``, written
+**TARNN** (docs/tarnn.md#update-as-released, the update as released in ``anilkagak2/TARNN`` ``pytorch/tarnn.py``, written
 with column vectors). With s = h_{t-1} and x_{t-1} (x_0 := x_1)::
 
     gamma = sigmoid(U_g s + W_g x_t + b_g)                # time gate (learned inverse time constant)
@@ -28,7 +28,7 @@ with column vectors). With s = h_{t-1} and x_{t-1} (x_0 := x_1)::
 Defaults as released: K = 1, phi = ReLU, A = 0.01, weights ~ N(0, weight_std^2) with weight_std = 0.1 (whether
 0.1 is the std of the released initialiser is unverified), b_1 = 0, b_g = -3 ("b") or 0 ("plain"). The step table
 A is (K, T) (``step_mode="time"``, the paper-faithful default; ties the model to one length T) or (K,)
-(``"shared"``). Fixed from the release (section 5.4): the zero state is created here when none is given, and
+(``"shared"``). Fixed from the release (docs/tarnn.md#differences-from-the-released-code): the zero state is created here when none is given, and
 the time index comes from the caller (``t0``), so it never leaks between sequences.
 
 All weight matrices are stored as ``(out, in)`` parameters and applied with ``F.linear`` so tests can set them by

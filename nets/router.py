@@ -4,13 +4,13 @@ exposes any classifier's penultimate features.
 * :class:`FeatureTap` records the input of a net's last ``nn.Linear`` (its pooled penultimate features) on every
   forward pass, so heads can read features from any net of ``nets.create_net`` (CIFAR ResNets, ResNet10,
   torchvision models) without changing it.
-* :class:`HybridRouter` (Kag et al., "Efficient Edge Inference by Selective Query", ICLR 2023; REFERENCE.md
-  10.2, the released ``Hybrid_Router``): inputs are the entropy of the edge softmax, the ``k x k`` matrix of
+* :class:`HybridRouter` (Kag et al., "Efficient Edge Inference by Selective Query", ICLR 2023;
+  docs/selective.md#hybrid-edge-and-cloud-router, the released ``Hybrid_Router``): inputs are the entropy of the edge softmax, the ``k x k`` matrix of
   pairwise differences of the edge's top-``k`` probabilities and an MLP (-> 128 -> 64) of the edge's features;
   head Linear(-> h1)-BN-ReLU-Linear(-> h2)-BN-ReLU-Linear(-> h1)-BN-ReLU-Linear(-> 1). Output: one logit per
   input, **positive = keep the input on the edge** (the code's "keep" polarity). The released widths are
   h1 = 1000, h2 = 64.
-* :class:`DiskGuide` (Kag et al., "Scaffolding a Student to Instill Knowledge", ICLR 2023; REFERENCE.md 11.2):
+* :class:`DiskGuide` (Kag et al., "Scaffolding a Student to Instill Knowledge", ICLR 2023; docs/disk.md#loss-as-implemented):
   g(x) in [0, 1] from the teacher. **Project adaptation:** the released guide runs a conv trunk on the teacher's
   last feature map; here it reads the teacher's pooled penultimate features (any net, via ``FeatureTap``) and
   its logits: trunk Linear(-> width)-BN-SiLU-Linear(-> width)-BN-SiLU, head Linear(-> C)-BN-ReLU-Linear(-> 1)-

@@ -1,4 +1,4 @@
-"""A pretrained Hugging Face encoder cut to a searched architecture (Bidart thesis, REFERENCE.md section 14).
+"""A pretrained Hugging Face encoder cut to a searched architecture (Bidart thesis, docs/transformer_search.md).
 
 **Project design, not the author's.** A candidate network *inherits* every weight from one pretrained encoder
 (BERT, RoBERTa, ELECTRA, MiniLM: any model with ``embeddings`` and ``encoder.layer``), so it needs no extra

@@ -2,11 +2,11 @@
 
 **Project design, not the authors'.** The SI-CNN chapter of Kag's thesis (A. Kag, G. Wadhwa, V. Saligrama,
 P. Jain, "Spatially Interpolated Inverted Residual Block", under review 2023) has no public text, equations,
-tables or code (REFERENCE.md section 8). What is known (8.1): the block's output interpolates between features
+tables or code (docs/sicnn.md). What is known (docs/sicnn.md#what-is-public): the block's output interpolates between features
 computed by the full inverted-residual block at a low-resolution sampling of the input ("anchor" pixels) and
 cheaper features computed at full resolution; interpolated MobileNetV3 and EfficientNet save up to ~40% of the
 ImageNet compute at equal accuracy. Everything below -- anchor pattern, cheap path, interpolation, placement --
-is this project's design from that description (REFERENCE.md 8.3), documented so it can be checked and ablated.
+is this project's design from that description (docs/sicnn.md#project-design), documented so it can be checked and ablated.
 
 Block (:class:`SIBlock`), for an inverted-residual branch ``F`` (expand 1x1, depthwise kxk with the block's
 stride, optional SE, project 1x1) with input ``x`` of size HxW and block stride ``t`` (output ``Ho x Wo`` with

@@ -1,4 +1,4 @@
-"""Learned token downsampling between transformer layers (Bidart thesis, REFERENCE.md section 14).
+"""Learned token downsampling between transformer layers (Bidart thesis, docs/transformer_search.md).
 
 **Project design, not the author's**: no paper text or code of the chapter is public. Two operators shorten a
 token sequence ``h`` of shape (B, N, D) with a key-padding mask ``m`` (B, N) (1 = real token), always keeping the

@@ -1,11 +1,11 @@
 """CIFAR VGG networks with BatchNorm.
 
 * ``vgg16``: Zagoruyko's CIFAR VGG-16 ("92.45% on CIFAR-10 in Torch", 2015) as used by Li et al., "Pruning
-  Filters for Efficient ConvNets", ICLR 2017 (REFERENCE.md 1.6): 13 3x3 convs each followed by BN+ReLU, five
+  Filters for Efficient ConvNets", ICLR 2017 (docs/pruning.md#architectures): 13 3x3 convs each followed by BN+ReLU, five
   2x2 max-pools (32x32 -> 1x1), head Linear(512->512)-BN-ReLU-Linear(512->C), no dropout. ``cfg`` overrides the
-  widths so pruned variants (VGG-16-A, REFERENCE.md 1.7) can be rebuilt from hyperparameters.
+  widths so pruned variants (VGG-16-A, docs/pruning.md#pruned-configurations) can be rebuilt from hyperparameters.
 * ``vgg9``: the VGG-9 of Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018 and "Training
-  Quantized Nets: A Deeper Understanding", NeurIPS 2017 (REFERENCE.md 2.5): 7 convs with BN
+  Quantized Nets: A Deeper Understanding", NeurIPS 2017 (docs/quantized_training.md#published-numbers): 7 convs with BN
   (64,64,M,128,128,M,256,256,256,M; 32x32 -> 4x4), FC(256*4*4 -> 256)-BN-ReLU, FC(256 -> C).
 * ``vgg_bc``: the CIFAR-10 net of Courbariaux et al., "BinaryConnect", NeurIPS 2015:
   2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-C, with BN after every conv and hidden FC and ReLU. The paper's

@@ -1,4 +1,4 @@
-"""Convolution-kernel weight sharing (Bidart's thesis, part 1; REFERENCE.md section 12).
+"""Convolution-kernel weight sharing (Bidart's thesis, part 1; docs/weight_sharing.md).
 
 Three parameterisations, with ``r`` (or ``s``, ``t``) the sharing factor and ``tile_r`` the PyTorch ``.repeat``
 tiling along channels (output channel ``j`` is channel ``j mod C/r``; **not** ``repeat_interleave``):
@@ -27,7 +27,7 @@ Networks (CIFAR stems unless stated; names registered for ``nets.create_net``):
   optional pointwise sharing ``pw_factor`` (c) on the projection 1x1 convs (project addition); ``width_factor``
   divides every width (project design of a narrow baseline; the author has none).
 
-**Equivalence (REFERENCE.md 12.5, derived).** With the shortcut shared, every tensor in stages 2-4 of the
+**Equivalence (docs/weight_sharing.md#equivalence-with-a-narrow-network, derived).** With the shortcut shared, every tensor in stages 2-4 of the
 output-filter-shared ResNet is a tiling of a ``C/r``-wide tensor, and any layer reading a tiled input collapses
 to a narrow layer with ``W_eff[:, k] = sum_g W[:, k + g C/r]``. So the shared ResNet-18 computes exactly the same
 function class as the narrow ResNet-18 with ``channel_factor = r``; the two differ only in parametrisation (the
@@ -36,7 +36,7 @@ shared model stores more parameters, and costs at least as many MACs) and optimi
 outputs match in eval mode).
 
 Parameter counts (10 classes) equal the author's notebook values: ResNet-18 WS-dr r=2/4/8/16: 5,664,458 /
-2,909,706 / 1,532,330 / 843,642; Xception-CIFAR 7,649,898 (see REFERENCE.md 12.4 for the full table).
+2,909,706 / 1,532,330 / 843,642; Xception-CIFAR 7,649,898 (see docs/weight_sharing.md#published-numbers for the full table).
 """
 
 from __future__ import annotations

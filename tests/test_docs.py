@@ -190,3 +190,17 @@ def test_migration_rewrites_each_form(rel, before, after):
     assert out == after
     assert mod.Rewriter(rel, out).run() == out  # idempotent
     assert N not in out
+
+
+def test_no_file_mentions_the_old_notes():
+    """No tracked or new file names the unpublished notes any more (recipes/migrations/cite_docs.py rewrote them)."""
+    old = "REFERENCE" + ".md"
+    left = []
+    for path in repo_text_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        left += [f"{path.relative_to(REPO)}:{i}" for i, line in enumerate(text.splitlines(), 1) if old in line]
+    assert not left, (f"{len(left)} line(s) still mention {old}; run `python recipes/migrations/cite_docs.py` "
+                      "from the repository root:\n" + "\n".join(left[:50]))

@@ -109,7 +109,7 @@ DEVIATIONS: list[tuple[str, tuple[str, ...], str]] = [
 ]
 
 # (recipe file, old text, new text): value fixes where the release's value is plainly right
-_PTB300_OLD = """# Batch 64 and the embedding size 256 are not in REFERENCE.md (project choice); the release's per-window
+_PTB300_OLD = """# Batch 64 and the embedding size 256 are not documented in docs/README.md (project choice); the release's per-window
 # lr scaling lr*seq_len/(bptt*2*P) is not applied (set the lr yourself).
 """
 _PTB300_NEW = """# Batch 128 and embedding 256: the released train.py's defaults (its runner sets neither); the release

@@ -172,7 +172,7 @@ def test_torchvision_mobilenet_and_resnet_and_rebuild_of_a_users_model():
 
 # ---------------------------------------------------------------------------------------------- Table 1 counts
 # MACs and parameters as printed in Table 1 of Li et al. 2017 (li2017 convention). The VGG-16 and ResNet-56 rows
-# are in REFERENCE.md 1.8; the ResNet-110 and ResNet-34 rows are the paper's Table 1 (arXiv:1608.08710), read
+# are in docs/pruning.md#published-numbers; the ResNet-110 and ResNet-34 rows are the paper's Table 1 (arXiv:1608.08710), read
 # from a copy of its text.
 REPORTED = [  # recipe, MACs, params: checked through `main.py report`, rounded to the printed precision
     ("prune_vgg16_cifar10_a", "2.06e8", "5.4e6"),

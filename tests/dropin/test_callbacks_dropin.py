@@ -581,7 +581,7 @@ def test_messages_name_arguments_not_this_projects_concepts(path):
             if name in ("warn", "rank_zero_warn", "rank_zero_info", "print", "PruningError", "LandscapeError"):
                 texts.append(_string_constants(node))
     text = " ".join(texts)
-    for banned in ("main.py", "init_from", "REFERENCE.md", "recipe", "--ckpt_path", "net_kwargs) the"):
+    for banned in ("main.py", "init_from", "docs/README.md", "recipe", "--ckpt_path", "net_kwargs) the"):
         assert banned not in text, f"{path}: a message mentions {banned!r}"
 
 

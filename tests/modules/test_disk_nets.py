@@ -1,4 +1,4 @@
-"""nets/disk_nets.py: DiSK's published teacher/student nets have the published MACs (REFERENCE.md 11.4, within 3%)
+"""nets/disk_nets.py: DiSK's published teacher/student nets have the published MACs (docs/disk.md#published-numbers, within 3%)
 and expose a last nn.Linear for the guide's feature tap."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FPTT (REFERENCE.md section 6.2): windows, the regulariser's gradient, the lambda / W_bar updates, a whole
+"""FPTT (docs/fptt.md#algorithm): windows, the regulariser's gradient, the lambda / W_bar updates, a whole
 training batch against a hand-written re-implementation, the epoch-end reset, the soft-target loss, and the
 state in checkpoints."""
 

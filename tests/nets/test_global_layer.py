@@ -1,4 +1,4 @@
-"""Global (PDE) layer (nets/global_layer.py): the update equation of REFERENCE.md 7.2 by hand, the periodic
+"""Global (PDE) layer (nets/global_layer.py): the update equation of docs/global_layer.md#discretisation by hand, the periodic
 boundary, counts against the published ones, bad input."""
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ X32 = torch.zeros(1, 3, 32, 32)
 
 
 @pytest.mark.parametrize(("name", "params_pub", "macs_pub"), [
-    ("resnet32_global", 170e3, 15e6),  # runner comment (REFERENCE.md 7.3); poster 168K / 15M
+    ("resnet32_global", 170e3, 15e6),  # runner comment (docs/global_layer.md#architectures-and-settings); poster 168K / 15M
     ("resnet56_global", 330e3, 30e6),
 ])
 def test_resnet_global_counts(name: str, params_pub: float, macs_pub: float) -> None:
@@ -185,7 +185,7 @@ def test_resnet32_baseline_counts() -> None:
 
 
 # measured with `python main.py report --convention all` (torchvision definitions, 1000 classes, 224x224);
-# the published Global counts (REFERENCE.md 7.4) are NOT reached by the released architecture strings: see results/
+# the published Global counts (docs/global_layer.md#published-numbers) are NOT reached by the released architecture strings: see results/
 # global_counts.md. Third entry: parameters without the 1280 -> 1000 classifier, which is what thop reports for
 # the released timm model (timm's classifier is a Linear subclass, and thop counts only exact types); still not
 # the poster's 1.6M / 3M / 2.4M.

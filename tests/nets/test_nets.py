@@ -12,7 +12,7 @@ ResNet-56-A            112,435,840 769,456     1.12e8 (-10.4%) / 7.7e5 (-9.4%)
 ResNet-56-B            90,907,264  732,016     9.09e7 (-27.6%) / 7.3e5 (-13.7%)
 =====================  ==========  ==========  ===============================
 
-ResNet-56-B's parameter reduction measures 13.77%; the paper prints 13.7% (REFERENCE.md 1.9: truncated).
+ResNet-56-B's parameter reduction measures 13.77%; the paper prints 13.7% (docs/pruning.md#counting-conventions: truncated).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_vgg16_counts() -> None:
 
 
 def test_vgg16_per_layer_table() -> None:
-    """Li et al. 2017, Table 2 (REFERENCE.md 1.8), two significant figures."""
+    """Li et al. 2017, Table 2 (docs/pruning.md#published-numbers), two significant figures."""
     model = create_net("vgg16", num_classes=10)
     layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     per_layer: list[tuple[nn.Module, torch.Size]] = []
@@ -221,7 +221,7 @@ def test_resnet56_counts(block_widths, macs_3sf, params_2sf, mac_cut, param_cut)
     if mac_cut is not None:
         base = create_net("resnet56", num_classes=10)
         assert abs(100 * (1 - macs / count_macs(base, X32)) - mac_cut) < 0.1
-        # The paper truncates some percentages (REFERENCE.md 1.9): allow 0.1 point either way.
+        # The paper truncates some percentages (docs/pruning.md#counting-conventions): allow 0.1 point either way.
         assert abs(100 * (1 - params / count_params(base, "li2017")) - param_cut) < 0.1 + 1e-9
 
 

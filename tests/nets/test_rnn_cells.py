@@ -49,7 +49,7 @@ def test_irnn_zero_initial_state_and_gate():
 
 
 def test_irnn_equilibrium_jacobian_is_minus_identity():
-    """At the fixed point h_t + h_{t-1} depends on x_t only, so dh_t/dh_{t-1} = -I (REFERENCE.md 4.2)."""
+    """At the fixed point h_t + h_{t-1} depends on x_t only, so dh_t/dh_{t-1} = -I (docs/irnn.md#update-rule)."""
     torch.manual_seed(0)
     cell = IRNNCell(3, 4, num_steps=400, alpha=1.0, eta_mode="scalar", eta_init=0.3, activation="tanh",
                     weight_std=0.2)

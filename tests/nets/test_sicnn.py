@@ -145,7 +145,7 @@ def test_si_imagenet_nets(name: str) -> None:
     si_macs, base_macs = count_macs(si, x, "all"), count_macs(base, x, "all")
     assert si_macs == pytest.approx(macs, rel=2e-3)
     assert count_params(si, "all") == params
-    assert 0.35 < 1 - si_macs / base_macs < 0.45  # the thesis: "up to ~40% less compute" (REFERENCE.md 8.1)
+    assert 0.35 < 1 - si_macs / base_macs < 0.45  # the thesis: "up to ~40% less compute" (docs/sicnn.md#what-is-public)
 
 
 def test_conversion_shares_weights_and_keeps_stochastic_depth() -> None:

@@ -1,5 +1,5 @@
 """Kernel weight sharing (nets/weight_sharing.py): published parameter counts, the sharing equations on hand-set
-weights, and the shared-vs-narrow ResNet equivalence (REFERENCE.md 12.4-12.5)."""
+weights, and the shared-vs-narrow ResNet equivalence (docs/weight_sharing.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# REFERENCE.md 12.4 (the author's notebook outputs), 10 classes
+# docs/weight_sharing.md#published-numbers (the author's notebook outputs), 10 classes
 RESNET18_WS_DR = {1: 11_173_962, 2: 5_664_458, 4: 2_909_706, 8: 1_532_330, 16: 843_642}
 XCEPTION = {  # factor: (width ÷ factor, spatial WS, channel WS)
     1: (7_649_898,) * 3, 2: (3_012_458, 7_617_642, 5_683_818), 4: (1_627_626, 7_601_514, 4_700_778),
@@ -135,7 +135,7 @@ def test_bad_factor_is_a_clear_error():
 
 
 def test_recipes_build_the_published_counts():
-    """Each CIFAR-10 recipe's net (as ImageClassifier builds it from net / net_kwargs) has REFERENCE.md's count."""
+    """Each CIFAR-10 recipe's net (as ImageClassifier builds it from net / net_kwargs) has the published count (docs/weight_sharing.md#published-numbers)."""
     from pathlib import Path
 
     import yaml
