@@ -1054,6 +1054,11 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RecipeCLI:
         torch.set_num_threads(int(os.environ["RECIPES_THREADS"]))
     argv = list(args) if args is not None else sys.argv[1:]
     raise_all = bool(os.environ.get("RECIPES_RAISE"))
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        # an earlier command in this process left its W&B run open (for inspection): close it, so that this run
+        # neither logs into it (Lightning reuses an open run) nor collides with it when resuming the same run id
+        wandb.finish()
     try:
         if not any(a in ("-h", "--help") for a in argv):
             check_config_files(argv)
