@@ -47,6 +47,7 @@ import shutil
 import string
 import subprocess
 import sys
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -176,6 +177,23 @@ class RecipeWandbLogger(WandbLogger):
             from lightning.fabric.loggers.logger import _DummyExperiment
 
             return _DummyExperiment()
+        if self._experiment is not None:
+            return super().experiment
+        # resuming a run whose previous process was killed: its wandb service may hold the run id for a few
+        # seconds ("run ID ... is in use"); wait for it, then log to a new W&B run rather than fail the training
+        for delay in (1, 2, 4, 8, 15, 0):
+            try:
+                return super().experiment
+            except Exception as err:  # wandb raises its own ServerResponseError
+                if "is in use" not in str(err):
+                    raise
+                if delay:
+                    time.sleep(delay)
+        old = self._wandb_init.get("id")
+        self._id = self._wandb_init["id"] = "".join(secrets.choice(string.ascii_lowercase + string.digits)
+                                                    for _ in range(8))
+        warnings.warn(f"The W&B run {old} is still held by an earlier process; this run logs to the new W&B run "
+                      f"{self._id} instead.", stacklevel=2)
         return super().experiment
 
 
