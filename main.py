@@ -677,11 +677,7 @@ def _plain(value: Any) -> Any:
 
 class RecipeSaveConfig(SaveConfigCallback):
     """Writes config.yaml into the run directory (overwriting; ``config.<subcommand>.yaml`` for an evaluation)
-    and sends the resolved config to W&B. Arms the run's W&B logger: the W&B run exists from here on."""
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        ArmWandb().setup(trainer, pl_module, stage)
-        super().setup(trainer, pl_module, stage)
+    and sends the resolved config to W&B (its logger was armed by :class:`ArmWandb`, the first callback)."""
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_validation=True))
