@@ -87,7 +87,10 @@ Outputs (``out_dir``, default ``<default_root_dir>/landscape/<fit_end | checkpoi
 len(x)]``, i.e. ``loss[j, i] = f(x[i], y[j])``), ``interpolation.npz``, ``trajectory.npz``, ``hessian.npz``,
 ``directions.pt`` / ``directions_pca.pt`` (reusable with ``dir_file``), ``summary.json`` and the PNGs (1-D
 curves, contour, filled contour, 3-D surface, trajectory, eigenvalue ratio), which are also logged to every
-logger that has ``log_image`` (W&B) under ``landscape/<name>``.
+logger that has ``log_image`` (W&B) under ``landscape/<name>``. The scalar results (centre loss and accuracy,
+sharpness, the 2-D surface's local minima and non-convex fraction, ...; :func:`landscape_scalars`) go to every
+logger and into ``trainer.callback_metrics`` under ``landscape/<name>``, so whatever records a run's final metrics
+after ``fit``/``validate`` (this project's main.py: ``metrics/<subcommand>.json``) has them.
 """
 
 from __future__ import annotations
@@ -127,8 +130,8 @@ _EPS = 1e-10  # the reference code's guard in ||w|| / (||d|| + eps)
 
 __all__ = [
     "EvalData", "LandscapeError", "LossLandscape", "compute_points", "compute_surface", "direction_targets",
-    "eval_data_from_loader", "evaluate", "hessian_extreme_eigs", "load_directions", "load_state_dict_file", "make_eval_data",
-    "normalize_direction", "parse_grid", "pca_directions", "random_direction", "save_directions", "sharpness",
+    "eval_data_from_loader", "evaluate", "hessian_extreme_eigs", "landscape_scalars", "load_directions",
+    "load_state_dict_file", "make_eval_data", "normalize_direction", "parse_grid", "pca_directions", "random_direction", "save_directions", "sharpness",
     "surface_stats", "ModelSnapshot",
 ]
 
@@ -1134,6 +1137,7 @@ class LossLandscape(Callback):
         finally:
             snapshot.restore()
         ctx.summary["seconds_total"] = time.perf_counter() - started
+        self._publish(trainer, ctx.summary)
         if ctx.main:
             (ctx.out / "summary.json").write_text(json.dumps(_jsonable(ctx.summary), indent=2))
             self._log(ctx)
@@ -1353,12 +1357,16 @@ class LossLandscape(Callback):
         if ctx.main:
             np.savez(ctx.out / f"{name}.npz", **{k: np.asarray(v) for k, v in arrays.items()})
 
+    @staticmethod
+    def _publish(trainer: pl.Trainer, summary: dict[str, Any]) -> None:
+        """Put the run's scalar results into ``trainer.callback_metrics``, the record of final metrics that a
+        script or CLI reads after ``fit``/``validate`` (this project's main.py writes it to
+        ``metrics/<subcommand>.json``); ``self.log`` is not allowed in the end-of-run hooks."""
+        for key, value in landscape_scalars(summary).items():
+            trainer.callback_metrics[key] = torch.tensor(value, dtype=torch.float64)
+
     def _log(self, ctx: _Context) -> None:
-        scalars = {}
-        for key in ("center_loss", "center_acc"):
-            scalars[f"landscape/{key}"] = ctx.summary[key]
-        if "sharpness" in ctx.summary:
-            scalars["landscape/sharpness"] = ctx.summary["sharpness"]["mean_increase"]
+        scalars = landscape_scalars(ctx.summary)
         for logger in ctx.trainer.loggers:
             try:
                 logger.log_metrics(scalars, step=ctx.trainer.global_step)
@@ -1370,6 +1378,34 @@ class LossLandscape(Callback):
 
 
 # ================================================================================================ helpers
+def landscape_scalars(summary: dict[str, Any]) -> dict[str, float]:
+    """The scalar results of a run's summary, under ``landscape/<name>``: ``center_loss``, ``center_acc``,
+    ``sharpness`` (mean increase) and ``sharpness_std``, ``curve_increase`` (1-D curve, mean increase at the
+    sharpness radius), ``local_minima``, ``nonconvex_fraction`` and ``surface_increase`` (2-D surface),
+    ``interpolation_distance``, ``trajectory_variance_1``/``_2`` (explained-variance ratios of the PCA axes) and
+    ``hessian_center_ratio``; only those the run computed (and finite)."""
+    picks = {
+        "center_loss": ("center_loss",), "center_acc": ("center_acc",),
+        "sharpness": ("sharpness", "mean_increase"), "sharpness_std": ("sharpness", "std_increase"),
+        "curve_increase": ("surface_1d", "mean_increase_at_radius"),
+        "local_minima": ("surface_2d", "local_minima"), "nonconvex_fraction": ("surface_2d", "nonconvex_fraction"),
+        "surface_increase": ("surface_2d", "mean_increase_at_radius"),
+        "interpolation_distance": ("interpolation", "distance"),
+        "hessian_center_ratio": ("hessian", "center_ratio"),
+    }
+    out: dict[str, float] = {}
+    for name, path in picks.items():
+        value: Any = summary
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"landscape/{name}"] = float(value)
+    ratios = (summary.get("trajectory") or {}).get("explained_variance_ratio") or []
+    for k, ratio in enumerate(ratios[:2], start=1):
+        out[f"landscape/trajectory_variance_{k}"] = float(ratio)
+    return out
+
+
 def _plots() -> Any:
     """The plotting helpers (matplotlib, imported only when plots are written)."""
     try:

@@ -320,6 +320,14 @@ def test_callback_at_fit_end_writes_everything_and_leaves_the_weights_bit_identi
     assert 0.99 < sum(summary["trajectory"]["explained_variance_ratio"]) <= 1.0 + 1e-9
     assert summary["sharpness"]["num_directions"] == 2 and math.isfinite(summary["sharpness"]["mean_increase"])
     assert summary["hessian"]["center_ratio"] >= 0
+    # the scalars reach trainer.callback_metrics (main.py writes them to metrics/fit.json), equal to the summary's
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("landscape/")}
+    assert metrics["landscape/center_loss"] == summary["center_loss"] == s2["loss"][2, 3]
+    assert metrics["landscape/sharpness"] == summary["sharpness"]["mean_increase"]
+    assert metrics["landscape/local_minima"] == summary["surface_2d"]["local_minima"]
+    assert metrics["landscape/nonconvex_fraction"] == summary["surface_2d"]["nonconvex_fraction"]
+    assert metrics["landscape/interpolation_distance"] == summary["interpolation"]["distance"]
+    assert metrics["landscape/trajectory_variance_1"] == summary["trajectory"]["explained_variance_ratio"][0]
     logged = {key for key, _ in logger.images}
     assert {"landscape/surface_1d", "landscape/surface_2d_contour", "landscape/surface_2d_3d",
             "landscape/trajectory", "landscape/interpolation", "landscape/hessian_ratio"} <= logged
