@@ -39,6 +39,7 @@ The search runs at the end of the last training epoch's validation (so ``last.ck
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -166,7 +167,8 @@ class TransformerSearch(TextClassifier):
         selection: ``max_drop`` or ``budget`` (see the module docstring).
         max_acc_drop: accuracy points (0-100) a ``max_drop`` choice may lose against the full network.
         latency_budget: fraction of the full network's latency a ``budget`` choice may use.
-        search_seed: seed of the architecture sampling and of the evolution.
+        search_seed: seed of the architecture sampling and of the evolution (None: the run's seed, the one
+            ``seed_everything`` set before the module was built, else 0).
         encoder: a loaded BERT-like encoder instead of ``model_path`` (see :class:`TextClassifier`).
     """
 
@@ -199,7 +201,7 @@ class TransformerSearch(TextClassifier):
         selection: str = "max_drop",
         max_acc_drop: float = 0.5,
         latency_budget: float = 0.5,
-        search_seed: int = 0,
+        search_seed: int | None = None,
         encoder: torch.nn.Module | None = None,
     ) -> None:
         if selection not in ("max_drop", "budget"):
@@ -212,6 +214,8 @@ class TransformerSearch(TextClassifier):
         self.save_hyperparameters(ignore=["optimizer", "encoder"])
         if encoder is not None:
             self.hparams["model_path"] = self._hparams_initial["model_path"] = None
+        if search_seed is None:  # the run's seed (seed_everything), so runs of different seeds search differently
+            self.hparams["search_seed"] = int(os.environ.get("PL_GLOBAL_SEED", 0))
         self.automatic_optimization = False
         self.rates = tuple(float(r) for r in rates)
         self.kinds = tuple(kinds)

@@ -64,6 +64,24 @@ def test_sandwich_step_trains_full_and_sampled_subnets(tiny):
         assert search.net.downsamplers[slot].ops["topk"].scorer.proj.weight.grad.abs().sum() > 0
 
 
+def test_search_seed_defaults_to_the_runs_seed(tiny, monkeypatch):
+    """The script the study replaced seeded the architecture sampling and the evolution with the run's seed; a recipe
+    run with ``seed_everything: S`` and no search_seed does the same (it used to search with seed 0 on every seed)."""
+    import lightning.pytorch as pl
+
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    kw = {"model_path": tiny["model"], "num_classes": 2, "input_shape": (16,), "subnets_per_step": 3}
+    pl.seed_everything(3, verbose=False)
+    by_run_seed = TransformerSearch(**kw)
+    assert by_run_seed.hparams.search_seed == 3
+    explicit = [TransformerSearch(**kw, search_seed=s) for s in (3, 4)]
+    assert [a.key() for a in by_run_seed.sample_archs(0)] == [a.key() for a in explicit[0].sample_archs(0)]
+    assert [a.key() for a in explicit[0].sample_archs(0)] != [a.key() for a in explicit[1].sample_archs(0)]
+    pl.seed_everything(4, verbose=False)
+    assert TransformerSearch(**kw).hparams.search_seed == 4
+    assert TransformerSearch(**kw, search_seed=0).hparams.search_seed == 0  # an explicit seed wins
+
+
 def test_latency_table_sums_its_operators(tiny):
     search = TransformerSearch(model_path=tiny["model"], num_classes=2, input_shape=(16,)).eval()
     table = LatencyTable(search.net, batch_size=1, seq_len=16, repeats=1)
