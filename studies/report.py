@@ -1,5 +1,5 @@
 """``report``: reads the metrics files of a study's finished runs, aggregates over seeds, decides the claims with
-the seeds helper (benchmarks/seeds.py) and writes ``results/<study>.md`` and ``.json`` (and plots)."""
+the seeds helper (studies/seeds.py) and writes ``results/<study>.md`` and ``.json`` (and plots)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from studies.runner import RUN_MARK, study_root
-from studies.spec import Claim, Metric, Study, StudyError, free_axes, run_name
+from studies.spec import Claim, Metric, Study, StudyError, evaluate, free_axes, resolve_hook, run_name
 
 
 def _read_value(study: Study, metric: Metric, run_dir: Path) -> float | None:
@@ -37,6 +37,8 @@ def collect(study: Study, runs_root: str | Path) -> dict[str, dict[str, dict[int
     root = study_root(study, runs_root)
     out: dict[str, dict[str, dict[int, float]]] = {}
     for metric in study.metrics.values():
+        if metric.expr is not None:
+            continue
         stage = study.stages[metric.stage]
         free = free_axes(study, metric)
         out[metric.name] = {}
@@ -44,16 +46,26 @@ def collect(study: Study, runs_root: str | Path) -> dict[str, dict[str, dict[int
             point = dict(zip(free, combo))
             axes = tuple((a, metric.where.get(a, point.get(a))) for a in stage.axes)
             values = {}
-            for seed in stage.seeds:
+            for seed in study.metric_seeds(metric.name):
                 v = _read_value(study, metric, root / run_name(stage.name, axes, seed))
                 if v is not None:
                     values[seed] = v
             out[metric.name][",".join(f"{a}={v}" for a, v in point.items())] = values
-    return out
+    for metric in study.metrics.values():  # derived metrics, in the order the study file lists them
+        if metric.expr is None:
+            continue
+        first = out[metric.operands[0]]
+        out[metric.name] = {}
+        for pt in first:
+            per = [out[o].get(pt, {}) for o in metric.operands]
+            seeds = [s for s in study.metric_seeds(metric.name) if all(s in p for p in per)]
+            out[metric.name][pt] = {s: evaluate(metric, {o: p[s] for o, p in zip(metric.operands, per)})
+                                    for s in seeds}
+    return dict(sorted(out.items(), key=lambda kv: list(study.metrics).index(kv[0])))
 
 
 def _interval(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
-    from benchmarks.seeds import mean_ci
+    from studies.seeds import mean_ci
 
     if len(values) < 2:
         return {"n": len(values), "mean": values[0] if values else None}
@@ -66,7 +78,7 @@ def decide(claim: Claim, a: dict[int, float], b: dict[int, float], seeds_a: tupl
     "descriptive" (claims with ``descriptive: true``) when every planned seed finished but they are fewer than the
     claim's ``min_seeds`` (e.g. a
     full-scale table on 3 seeds: the numbers are reported, the claim is neither met nor failed)."""
-    from benchmarks.seeds import compare
+    from studies.seeds import compare
 
     out: dict[str, Any] = {"test": claim.test, "margin": claim.margin, "paired": claim.paired}
     if claim.test.startswith("ratio"):
@@ -153,11 +165,12 @@ def build(study: Study, runs_root: str | Path) -> dict[str, Any]:
     for name, points in values.items():
         m = study.metrics[name]
         metrics[name] = {"label": m.label, "stage": m.stage, "key": m.key, "file": m.file, "previous": m.previous,
+                         **({"expr": m.expr} if m.expr else {}),
                          "points": {pt: {"per_seed": {str(s): v for s, v in per.items()},
                                          **_interval(list(per.values()))} for pt, per in points.items()}}
     claims: dict[str, Any] = {}
     for name, c in study.claims.items():
-        sa, sb = study.stages[study.metrics[c.a].stage].seeds, study.stages[study.metrics[c.b].stage].seeds
+        sa, sb = study.metric_seeds(c.a), study.metric_seeds(c.b)
         claims[name] = {"label": c.label, "a": c.a, "b": c.b, "primary": c.primary, "points": {}}
         for pt, a in values[c.a].items():
             b = values[c.b].get(pt, values[c.b].get("", {}))
@@ -275,8 +288,12 @@ def write(study: Study, runs_root: str | Path, results_dir: str | Path = "result
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     r["plots"] = plots(study, r, out)
-    (out / f"{study.name}.json").write_text(json.dumps(r, indent=1))
-    (out / f"{study.name}.md").write_text(markdown(study, r))
+    extra_md = ""
+    if study.report_hook:  # the study's own tables and figures (e.g. surfaces, curves) from its run directories
+        r.setdefault("extra", {})
+        extra_md = resolve_hook(study.report_hook)(study, r, study_root(study, runs_root), out) or ""
+    (out / f"{study.name}.json").write_text(json.dumps(r, indent=1, default=str))
+    (out / f"{study.name}.md").write_text(markdown(study, r) + ("\n" + extra_md.strip() + "\n" if extra_md else ""))
     if wandb:
         log_to_wandb(study, r, runs_root)
     return r

@@ -48,14 +48,18 @@ def study_root(study: Study, runs_root: str | Path) -> Path:
     return Path(runs_root) / study.name
 
 
+def _upstream_ckpt(study: Study, run: Run, stage: str, runs_root: Path) -> Path:
+    return study_root(study, runs_root) / study.upstream_run(run, stage).key / "checkpoints" / "last.ckpt"
+
+
 def _base_args(study: Study, run: Run, runs_root: Path) -> list[str]:
     stage = study.stages[run.stage]
     args = ["--config", stage.recipe, "--runs_root", str(study_root(study, runs_root)), "--run_name", run.key]
     for key, value in study.overrides(run).items():
         args.append(f"--{key}={as_cli_value(value)}")
-    for key, up in ([("init_from", stage.init_from)] if stage.init_from else []) + list(stage.checkpoints.items()):
-        upstream = study.upstream_run(run, up)
-        args.append(f"--{key}={study_root(study, runs_root) / upstream.key / 'checkpoints' / 'last.ckpt'}")
+    links = ([("init_from", stage.init_from)] if stage.init_from and stage.fit else []) + list(stage.checkpoints.items())
+    for key, up in links:
+        args.append(f"--{key}={_upstream_ckpt(study, run, up, runs_root)}")
     return args
 
 
@@ -71,13 +75,18 @@ def plan(study: Study, runs_root: str | Path, only: list[str] | None = None) -> 
     for run in study.runs(only):
         base = _base_args(study, run, runs_root)
         steps = study.steps(run.stage)
-        args = {"fit": ["fit", *base, *_wandb_args(study, run), "--ckpt_path", "auto"]}
-        if "test" in steps:
-            args["test"] = ["test", *base, *_wandb_args(study, run), "--ckpt_path", "last"]
+        stage = study.stages[run.stage]
+        # what validate/test evaluate: the run's own last.ckpt, or (fit: false) the init_from stage's
+        weights = "last" if stage.fit else str(_upstream_ckpt(study, run, stage.init_from, runs_root))
+        args = {}
+        if stage.fit:
+            args["fit"] = ["fit", *base, *_wandb_args(study, run), "--ckpt_path", "auto"]
+        for step in ("validate", "test"):
+            if step in steps:
+                args[step] = [step, *base, *_wandb_args(study, run), "--ckpt_path", weights]
         run_dir = study_root(study, runs_root) / run.key
         if "report" in steps:
             args["report"] = ["report", *base, "--json", str(run_dir / "metrics" / "report.json")]
-        stage = study.stages[run.stage]
         out.append(PlannedRun(run=run, run_dir=run_dir, steps=steps, args=args,
                               upstream=[study.upstream_run(run, up).key for up in stage.upstream],
                               budget_min=stage.budget_min))
@@ -127,10 +136,13 @@ def check_run(study: Study, p: PlannedRun) -> None:
             f"run and the directory was not changed. Move it aside, or run {study.path} with another --runs-root."
         )
     planned = _planned_identity(study, p)
-    if run_json is not None:
-        diff = main.identity_diff(planned.identity, run_json.get("identity", {}))
+    recorded = run_json.get("identity", {}) if run_json is not None else None
+    if recorded is None and owner_file.is_file():  # a fit: false run has no run.json: the runner recorded it
+        recorded = json.loads(owner_file.read_text()).get("identity")
+    if recorded is not None:
+        diff = main.identity_diff(planned.identity, recorded)
         if diff:
-            values = _leaf_values(planned.identity, run_json.get("identity", {}))
+            values = _leaf_values(planned.identity, recorded)
             shown = ", ".join(f"{k} (finished run: {_short(values.get(k, ('?', '?'))[1])}, now: "
                               f"{_short(values.get(k, ('?', '?'))[0])})" for k in diff[:6])
             shown += f" and {len(diff) - 6} more" if len(diff) > 6 else ""
@@ -146,7 +158,7 @@ def check_run(study: Study, p: PlannedRun) -> None:
     p.todo = [s for s in p.steps if not (p.run_dir / "metrics" / f"{s}.json").is_file()]
     if not p.todo:
         p.state = "finished"
-    elif (p.run_dir / "checkpoints" / "last.ckpt").is_file() or "fit" not in p.todo:
+    elif (p.run_dir / "checkpoints" / "last.ckpt").is_file() or len(p.todo) < len(p.steps):
         p.state = "partial"
     else:
         p.state = "pending"
@@ -188,7 +200,7 @@ def _planned_identity(study: Study, p: PlannedRun) -> Any:
     buf = io.StringIO()
     try:
         with redirect_stdout(buf), redirect_stderr(buf):
-            return main.planned_run(p.args["fit"])
+            return main.planned_run(p.args[p.steps[0]])
     except (SystemExit, Exception) as e:  # noqa: BLE001 - jsonargparse reports bad keys by exiting
         lines = [ln.strip() for ln in (buf.getvalue() + "\n" + str(e)).splitlines() if ln.strip()]
         detail = " | ".join(ln for ln in lines if not ln.startswith("usage:"))[-600:]
@@ -379,5 +391,8 @@ def _write_mark(study: Study, p: PlannedRun) -> None:
     p.run_dir.mkdir(parents=True, exist_ok=True)
     path = p.run_dir / RUN_MARK
     if not path.is_file():
-        path.write_text(json.dumps({"study": study.name, "file": str(study.path), "stage": p.run.stage,
-                                    "seed": p.run.seed, "axes": dict(p.run.axes), "steps": []}, indent=1))
+        mark = {"study": study.name, "file": str(study.path), "stage": p.run.stage, "seed": p.run.seed,
+                "axes": dict(p.run.axes), "steps": []}
+        if "fit" not in p.steps:  # no main.py fit, so no run.json: keep the identity the runner compares with
+            mark["identity"] = _planned_identity(study, p).identity
+        path.write_text(json.dumps(mark, indent=1))

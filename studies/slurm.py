@@ -333,7 +333,7 @@ class SlurmLauncher:
                     submitted = []
                     for p in batch:
                         runner._write_mark(study, p)
-                        steps = [p.args[s] + (extra if s in ("fit", "test") else []) for s in p.todo]
+                        steps = [p.args[s] + (extra if s in ("fit", "validate", "test") else []) for s in p.todo]
                         submitted.append((p, ex.submit(StudyJob(str(p.run_dir), steps, threads))))
                 now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 for p, job in submitted:

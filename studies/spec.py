@@ -5,22 +5,27 @@ See studies/README.md for the format. Everything here is pure: no run is started
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-TOP_KEYS = {"name", "header", "seeds", "seed_overrides", "axes", "stages", "metrics", "claims", "plots"}
+TOP_KEYS = {"name", "header", "seeds", "seed_overrides", "axes", "stages", "metrics", "claims", "plots",
+            "report_hook"}
 HEADER_KEYS = {"title", "paper", "section", "published", "command", "notes", "previous_source"}
-STAGE_KEYS = {"recipe", "overrides", "init_from", "checkpoints", "seeds", "budget_min", "test", "report", "gpus"}
-METRIC_KEYS = {"stage", "file", "key", "scale", "where", "label", "previous"}
+STAGE_KEYS = {"recipe", "overrides", "init_from", "checkpoints", "seeds", "budget_min", "test", "report", "gpus",
+              "fit", "validate"}
+METRIC_KEYS = {"stage", "file", "key", "scale", "where", "label", "previous", "seeds", "expr"}
+EXPR_FUNCS = {"abs": abs, "min": min, "max": max, "log": math.log, "exp": math.exp, "sqrt": math.sqrt}
 CLAIM_KEYS = {"a", "b", "test", "margin", "paired", "min_seeds", "confidence", "value", "primary", "label",
               "descriptive"}
 CLAIM_TESTS = ("non_inferior", "beats", "ratio_at_most", "ratio_at_least")
-METRIC_FILES = ("fit", "test", "report")
+METRIC_FILES = ("fit", "validate", "test", "report")
 DEFAULT_BUDGET_MIN = 60.0
 
 
@@ -43,6 +48,8 @@ class Stage:
     report: bool
     axes: tuple[str, ...]  # the axes that apply to this stage, in the study's axis order
     gpus: int = 1  # GPUs of one run on a cluster (one task per GPU, one node); local runs ignore it
+    fit: bool = True  # False: no training; validate/test the init_from stage's last.ckpt with this stage's recipe
+    validate: bool = False  # also `main.py validate` (on the run's last.ckpt, or the upstream's when fit is False)
 
     @property
     def upstream(self) -> list[str]:
@@ -60,6 +67,9 @@ class Metric:
     where: dict[str, str]
     label: str
     previous: str | None
+    seeds: tuple[int, ...] | None = None  # only these seeds of the stage (a subset); None: all of them
+    expr: str | None = None  # a derived metric: arithmetic over other metrics, per seed (stage/file/key unused)
+    operands: tuple[str, ...] = ()  # the metric names ``expr`` reads
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,7 @@ class Study:
     metrics: dict[str, Metric]
     claims: dict[str, Claim]
     plots: list[dict[str, Any]] = field(default_factory=list)
+    report_hook: str | None = None  # "module:function" called by `report` (extra markdown, plots, tables)
 
     # ---------------------------------------------------------------------------------------- expansion
     def order(self) -> list[str]:
@@ -150,8 +161,17 @@ class Study:
         """The main.py subcommands of one run of ``stage``: ``fit``, then ``test`` (on the run's last.ckpt) and
         ``report`` (MACs and parameters) when the stage asks for them or a metric reads them."""
         s = self.stages[stage]
-        reads = {m.file for m in self.metrics.values() if m.stage == stage}
-        return ["fit"] + [f for f in ("test", "report") if getattr(s, f) or f in reads]
+        reads = {m.file for m in self.metrics.values() if m.stage == stage and m.expr is None}
+        return (["fit"] if s.fit else []) + [f for f in ("validate", "test", "report") if getattr(s, f) or f in reads]
+
+    def metric_seeds(self, name: str) -> tuple[int, ...]:
+        """The seeds a metric has values for when every run finished: its ``seeds`` (or its stage's); a derived
+        metric has the seeds common to its operands."""
+        m = self.metrics[name]
+        if m.expr is not None:
+            common = [self.metric_seeds(o) for o in m.operands]
+            return tuple(s for s in common[0] if all(s in c for c in common[1:]))
+        return m.seeds if m.seeds is not None else self.stages[m.stage].seeds
 
     def overrides(self, run: Run) -> dict[str, Any]:
         """The config overrides of one run: the stage's, then each axis value's, then the seed."""
@@ -199,7 +219,8 @@ def load_study(path: str | Path, repo_root: str | Path = ".") -> Study:
                 raise StudyError(f"{where}: axes.{axis}.stages names {s!r}, which is not a stage "
                                  f"(stages: {', '.join(stages)}).")
     study = Study(path=path, name=name, header=header, seeds=seeds, seed_overrides=tuple(seed_overrides),
-                  axes=axes, stages=stages, metrics={}, claims={}, plots=list(data.get("plots") or []))
+                  axes=axes, stages=stages, metrics={}, claims={}, plots=list(data.get("plots") or []),
+                  report_hook=_report_hook(where, data.get("report_hook")))
     study.order()  # refuses cycles
     _check_chain_axes(study)
     study.metrics = _metrics(study, data.get("metrics"))
@@ -212,6 +233,31 @@ def load_study(path: str | Path, repo_root: str | Path = ".") -> Study:
             if m not in study.metrics:
                 raise StudyError(_unknown_name(where, f"plots[{i}].metrics", m, study.metrics, "metric"))
     return study
+
+
+def _report_hook(where: str, value: Any) -> str | None:
+    """Checks ``report_hook: "package.module:function"`` (imported and looked up now, so a typo fails at load)."""
+    if value is None:
+        return None
+    import importlib
+
+    module, _, func = str(value).partition(":")
+    if not module or not func:
+        raise StudyError(f"{where}: report_hook must be 'package.module:function', got {value!r}.")
+    try:
+        ok = callable(getattr(importlib.import_module(module), func, None))
+    except ImportError as e:
+        raise StudyError(f"{where}: report_hook names the module {module!r}, which cannot be imported ({e}).") from None
+    if not ok:
+        raise StudyError(f"{where}: report_hook names {func!r}, which module {module} does not define as a function.")
+    return str(value)
+
+
+def resolve_hook(value: str) -> Any:
+    import importlib
+
+    module, _, func = value.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def _unknown(where: str, prefix: str, data: dict, allowed: set[str]) -> None:
@@ -306,12 +352,24 @@ def _stages(where: str, data: Any, seeds: tuple[int, ...], axes: dict, root: Pat
             raise StudyError(f"{where}: {key}.gpus must be a positive integer (GPUs of one run on a cluster), got "
                              f"{gpus!r}.")
         stage_axes = tuple(a for a, s in axes.items() if s["stages"] is None or name in s["stages"])
+        for flag in ("fit", "validate", "test", "report"):
+            if flag in spec and not isinstance(spec[flag], bool):
+                raise StudyError(f"{where}: {key}.{flag} must be true or false, got {spec[flag]!r}.")
+        fit = spec.get("fit", True)
+        if not fit:
+            if not spec.get("init_from"):
+                raise StudyError(f"{where}: {key} has fit: false, so it trains nothing and evaluates the last.ckpt "
+                                 "of an earlier stage: name that stage with init_from.")
+            if not (spec.get("validate") or spec.get("test")):
+                raise StudyError(f"{where}: {key} has fit: false but neither validate: true nor test: true, so it "
+                                 "would run nothing; set the step(s) it should run on the init_from stage's weights.")
+        flags = {"fit": bool(fit), "validate": bool(spec.get("validate", False))}
         out[str(name)] = Stage(
             name=str(name), recipe=recipe, overrides=_overrides(where, f"{key}.overrides", spec.get("overrides")),
             init_from=spec.get("init_from"), checkpoints=dict(checkpoints),
             seeds=_seeds(where, f"{key}.seeds", spec["seeds"]) if "seeds" in spec else seeds,
             budget_min=float(budget), test=bool(spec.get("test", False)), report=bool(spec.get("report", False)),
-            axes=stage_axes, gpus=gpus,
+            axes=stage_axes, gpus=gpus, **flags,
         )
     return out
 
@@ -358,11 +416,17 @@ def _metrics(study: Study, data: Any) -> dict[str, Metric]:
     if not isinstance(data, dict) or not data:
         raise StudyError(f"{where}: 'metrics' must be a non-empty mapping name -> {{stage, key, file}} (the values "
                          "the report reads from each finished run).")
-    out = {}
+    out: dict[str, Metric] = {}
+    derived = {}
     for name, spec in data.items():
         key = f"metrics.{name}"
+        if isinstance(spec, dict) and "expr" in spec:
+            _unknown(where, key + ".", spec, {"expr", "label", "previous"})
+            derived[str(name)] = spec
+            continue
         if not isinstance(spec, dict) or "stage" not in spec or "key" not in spec:
-            raise StudyError(f"{where}: {key} must be a mapping with 'stage' and 'key' (e.g. key: test/acc1).")
+            raise StudyError(f"{where}: {key} must be a mapping with 'stage' and 'key' (e.g. key: test/acc1), or "
+                             "with 'expr' (a metric derived from others, e.g. expr: \"train_acc - test_acc\").")
         _unknown(where, key + ".", spec, METRIC_KEYS)
         if spec["stage"] not in study.stages:
             raise StudyError(_unknown_name(where, f"{key}.stage", spec["stage"], study.stages, "stage"))
@@ -376,11 +440,83 @@ def _metrics(study: Study, data: Any) -> dict[str, Metric]:
             if a not in stage.axes or v not in study.axes[a]["values"]:
                 raise StudyError(f"{where}: {key}.where fixes {a}={v}, which is not an axis value of stage "
                                  f"{stage.name!r} (its axes: {', '.join(stage.axes) or 'none'}).")
+        seeds = None
+        if "seeds" in spec:
+            seeds = _seeds(where, f"{key}.seeds", spec["seeds"])
+            extra = [x for x in seeds if x not in stage.seeds]
+            if extra:
+                raise StudyError(f"{where}: {key}.seeds lists seed(s) {extra} that stage {stage.name!r} does not run "
+                                 f"(its seeds: {list(stage.seeds)}); give a subset of the stage's seeds.")
         out[str(name)] = Metric(name=str(name), stage=stage.name, file=file, key=str(spec["key"]),
                                 scale=float(spec.get("scale", 1.0)), where=where_axes,
                                 label=str(spec.get("label", name)),
-                                previous=None if spec.get("previous") is None else str(spec["previous"]))
-    return out
+                                previous=None if spec.get("previous") is None else str(spec["previous"]), seeds=seeds)
+    for name in _derived_order(where, derived, out):
+        spec = derived[name]
+        operands = _expr_names(where, f"metrics.{name}.expr", spec["expr"])
+        first = out[operands[0]]
+        axes = {o: set(free_axes(study, out[o])) for o in operands}
+        if len({frozenset(a) for a in axes.values()}) > 1:
+            shown = "; ".join(f"{o}: {', '.join(sorted(a)) or 'none'}" for o, a in axes.items())
+            raise StudyError(f"{where}: metrics.{name}.expr combines metrics that vary along different axes ({shown});"
+                             " fix the extra axes with 'where' in those metrics.")
+        out[name] = Metric(name=name, stage=first.stage, file=first.file, key="", scale=1.0, where=first.where,
+                           label=str(spec.get("label", name)),
+                           previous=None if spec.get("previous") is None else str(spec["previous"]),
+                           expr=str(spec["expr"]), operands=tuple(operands))
+    return {str(k): out[str(k)] for k in data}
+
+
+_EXPR_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub,
+               ast.UAdd, ast.Constant, ast.Name, ast.Load, ast.Call)
+
+
+def _expr_names(where: str, key: str, expr: Any) -> list[str]:
+    """The metric names an ``expr`` reads (checked: only arithmetic, numbers, metric names and EXPR_FUNCS)."""
+    try:
+        tree = ast.parse(str(expr), mode="eval")
+    except SyntaxError as e:
+        raise StudyError(f"{where}: {key} is not a valid expression ({e.msg}): {expr!r}. Write arithmetic over "
+                         "metric names, e.g. \"train_acc - test_acc\".") from None
+    names = []
+    for node in ast.walk(tree):
+        if not isinstance(node, _EXPR_NODES) or (isinstance(node, ast.Constant)
+                                                 and not isinstance(node.value, int | float)):
+            raise StudyError(f"{where}: {key} may hold only + - * / ** , numbers, parentheses, metric names and "
+                             f"{', '.join(EXPR_FUNCS)}(...); {type(node).__name__} is not allowed in {expr!r}.")
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in EXPR_FUNCS):
+            raise StudyError(f"{where}: {key} calls a function other than {', '.join(EXPR_FUNCS)} in {expr!r}.")
+        if isinstance(node, ast.Name) and node.id not in EXPR_FUNCS and node.id not in names:
+            names.append(node.id)
+    if not names:
+        raise StudyError(f"{where}: {key} reads no metric: {expr!r}.")
+    return names
+
+
+def _derived_order(where: str, derived: dict[str, dict], base: dict[str, Metric]) -> list[str]:
+    """Derived metrics, each after the derived metrics it reads; unknown names and cycles refused."""
+    order: list[str] = []
+
+    def visit(name: str, chain: list[str]) -> None:
+        if name in order:
+            return
+        if name in chain:
+            raise StudyError(f"{where}: the derived metrics {' -> '.join(chain + [name])} read each other in a cycle.")
+        for o in _expr_names(where, f"metrics.{name}.expr", derived[name]["expr"]):
+            if o in derived:
+                visit(o, chain + [name])
+            elif o not in base:
+                raise StudyError(_unknown_name(where, f"metrics.{name}.expr", o, {**base, **derived}, "metric"))
+        order.append(name)
+
+    for name in derived:
+        visit(name, [])
+    return order
+
+
+def evaluate(metric: Metric, values: dict[str, float]) -> float:
+    """A derived metric's value from its operands' values (one seed, one grid point)."""
+    return float(eval(compile(metric.expr, metric.name, "eval"), {"__builtins__": {}, **EXPR_FUNCS}, values))  # noqa: S307 - checked by _expr_names
 
 
 def free_axes(study: Study, metric: Metric) -> tuple[str, ...]:
@@ -405,11 +541,12 @@ def _claims(study: Study, data: Any) -> dict[str, Claim]:
             raise StudyError(f"{where}: {key}.test must be one of {', '.join(CLAIM_TESTS)}, got {test!r}.")
         ma, mb = study.metrics[spec["a"]], study.metrics[spec["b"]]
         paired = bool(spec.get("paired", True))
-        sa, sb = study.stages[ma.stage].seeds, study.stages[mb.stage].seeds
+        sa, sb = study.metric_seeds(ma.name), study.metric_seeds(mb.name)
         if (paired or test.startswith("ratio")) and set(sa) != set(sb):
             raise StudyError(f"{where}: {key} pairs {ma.name} (stage {ma.stage!r}, seeds {list(sa)}) with {mb.name} "
-                             f"(stage {mb.stage!r}, seeds {list(sb)}) by seed, but the two stages run different "
-                             "seeds; give both stages the same seeds, or set paired: false for a Welch comparison.")
+                             f"(stage {mb.stage!r}, seeds {list(sb)}) by seed, but the two read different seeds; "
+                             "give both stages the same seeds, pick the common seeds with 'seeds' in the metric, or "
+                             "set paired: false for a Welch comparison.")
         fa, fb = free_axes(study, ma), free_axes(study, mb)
         if fb and set(fb) != set(fa):
             raise StudyError(f"{where}: {key}: {mb.name} varies along {', '.join(fb)} but {ma.name} along "
@@ -417,12 +554,17 @@ def _claims(study: Study, data: Any) -> dict[str, Claim]:
         value = spec.get("value")
         if test.startswith("ratio") and not isinstance(value, int | float):
             raise StudyError(f"{where}: {key}: test {test} needs 'value' (the bound on a / b, e.g. 0.75).")
+        min_seeds = spec.get("min_seeds", 5)
+        lowest = 1 if test.startswith("ratio") else 2  # exact ratios (MACs) hold on any seed; intervals need 2
+        if not isinstance(min_seeds, int) or isinstance(min_seeds, bool) or min_seeds < lowest:
+            raise StudyError(f"{where}: {key}.min_seeds must be an integer >= {lowest} (a 95% interval needs 2 "
+                             f"seeds; the house rule for claims is 5), got {min_seeds!r}.")
         margin = spec.get("margin", 0.0)
         if not isinstance(margin, int | float) or margin < 0:
             raise StudyError(f"{where}: {key}.margin must be a number >= 0 fixed before running, got {margin!r}.")
         out[str(name)] = Claim(
             name=str(name), a=ma.name, b=mb.name, test=test, margin=float(margin), paired=paired,
-            min_seeds=int(spec.get("min_seeds", 5)), confidence=float(spec.get("confidence", 0.95)),
+            min_seeds=min_seeds, confidence=float(spec.get("confidence", 0.95)),
             value=None if value is None else float(value), primary=bool(spec.get("primary", False)),
             label=str(spec.get("label", name)), descriptive=bool(spec.get("descriptive", False)),
         )
@@ -437,7 +579,8 @@ def with_seed_count(study: Study, n: int) -> Study:
         raise StudyError(f"--seeds must be >= 1 (the number of seeds of every stage), got {n}.")
     seeds = tuple(range(n))
     stages = {k: dataclasses.replace(s, seeds=seeds) for k, s in study.stages.items()}
-    return dataclasses.replace(study, seeds=seeds, stages=stages)
+    metrics = {k: dataclasses.replace(m, seeds=None) for k, m in study.metrics.items()}  # every seed of the stage
+    return dataclasses.replace(study, seeds=seeds, stages=stages, metrics=metrics)
 
 
 def as_cli_value(value: Any) -> str:
