@@ -1,7 +1,7 @@
 """GPU-hour estimate of a study (printed by ``python -m studies run ... --dry-run``).
 
-One run of a stage costs ``epochs x training images / images per second / 3600`` GPU-hours, with the images per
-second of one GPU:
+One run of a stage costs ``epochs x training images / images per second / 3600`` GPU-hours (a recipe with a step
+budget, ``trainer.max_steps``, counts ``max_steps x batch_size`` samples), with the images per second of one GPU:
 
 * measured: the lowest ``images_per_s`` of the stage's recipe in the throughput benchmark's results
   (``results/gpu_recipes.json``, ``results/throughput.json``: rows with ``recipe`` and ``images_per_s``), or else
@@ -122,6 +122,14 @@ def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...
         epochs = _setting(study, stage, "trainer.max_epochs")
         cls = str(_setting(study, stage, "data.class_path") or "").rsplit(".", 1)[-1]
         images = TRAIN_IMAGES.get(cls) or _setting(study, stage, "data.init_args.train_size")
+        steps, batch = _setting(study, stage, "trainer.max_steps"), _setting(study, stage, "data.init_args.batch_size")
+        if isinstance(steps, int) and steps > 0 and isinstance(batch, int) and images:
+            # a step budget: max_steps x batch_size samples, as a number of passes over the training set (the
+            # smaller of the two budgets when max_epochs is set too)
+            by_steps = steps * batch / int(images)
+            epochs = by_steps if not (isinstance(epochs, int | float) and epochs > 0) else min(float(epochs), by_steps)
+        elif isinstance(epochs, int | float) and epochs < 0:
+            epochs = None  # unbounded epochs and no step budget: unknown
         stem = Path(s.recipe).stem
         if stem in measured:
             ips, source = measured[stem][0], f"measured: {measured[stem][1]}"
@@ -130,6 +138,10 @@ def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...
             ips = ASSUMED_FLOPS / (6 * macs) if macs else None
             source = (f"assumed: {macs:.3g} MACs/image at {ASSUMED_FLOPS:.0e} FLOP/s, 6 FLOPs/MAC" if macs else
                       "unknown: no measurement and no MAC count")
+            model = str(_setting(study, stage, "model.class_path") or "")
+            if macs and any(k in model for k in ("Sequence", "FPTT", "fptt", "sequence")):
+                source += ("; main.py report does not count the recurrent cells' MACs over time, so this is a lower "
+                           "bound on the cost of a recurrent net")
         out.append(StageCost(stage, runs, s.gpus, None if epochs is None else float(epochs),
                              None if images is None else int(images), ips, source))
     return out

@@ -221,7 +221,26 @@ def test_bad_profiles_gpus_and_a_missing_sbatch(slurm: Path, tmp_path: Path, mon
     monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(STUBS)))
     err = _err(capsys, *base, slurm, "--gpus-per-node", "4")
     assert "sbatch" in err and "--launcher local" in err
-    assert not (tmp_path / "slurm").exists()  # nothing was submitted
+    assert not (tmp_path / "slurm").exists()
+
+
+def test_gpu_hours_of_a_step_budget(tmp_path: Path) -> None:
+    """A recipe with max_steps and max_epochs: -1 (the adding task): max_steps x batch_size samples."""
+    from studies import cost
+    from studies.spec import load_study
+
+    def steps(d: dict) -> None:
+        d["seeds"] = [0]
+        d["stages"] = {"fptt": {"recipe": "recipes/fptt_lstm_adding_t200.yaml"}}
+        d["metrics"] = {"mse": {"stage": "fptt", "key": "test/loss"}}
+        d["claims"] = {}
+
+    study = load_study(tiny_study(tmp_path / "s.yaml", steps))
+    measured = tmp_path / "tp.json"
+    measured.write_text(json.dumps({"rows": [{"recipe": "fptt_lstm_adding_t200", "images_per_s": 4000.0}]}))
+    (c,) = cost.estimate(study, {"fptt": 1}, [str(measured)])
+    # 10,000 steps x 128 sequences = 1.28M sequences (10 passes over 128,000) at 4,000/s = 320 s
+    assert c.epochs == pytest.approx(10.0) and c.gpu_hours == pytest.approx(10_000 * 128 / 4000 / 3600)  # nothing was submitted
 
 
 def test_a_wrong_data_layout_is_refused_before_submitting(slurm: Path, tmp_path: Path,
