@@ -1,4 +1,5 @@
-"""``python -m studies {run,status,report} studies/<name>.yaml``: see studies/README.md."""
+"""``python -m studies {run,status,report} studies/<name>.yaml`` and ``python -m studies readme``: see
+studies/README.md."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", parents=[common], help="aggregate the finished runs into results/<study>.md/.json")
     rep.add_argument("--results-dir", default="results")
     rep.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
+    rd = sub.add_parser("readme", help="write the study rows of results/README.md from results/<study>.json")
+    rd.add_argument("--check", action="store_true", help="exit 1 if results/README.md is not up to date")
     return p
 
 
@@ -61,6 +64,18 @@ def _main(args: argparse.Namespace) -> int:
     from studies import report as report_mod
     from studies import runner
 
+    if args.command == "readme":
+        from pathlib import Path
+
+        from studies import readme
+
+        if readme.update(Path("."), check=args.check):
+            print("results/README.md: the study rows are up to date" if args.check else
+                  "results/README.md: study rows written")
+            return 0
+        print("results/README.md: the study rows differ from the study reports; run `python -m studies readme`",
+              file=sys.stderr)
+        return 1
     study = load_study(args.study)
     if args.seeds is not None:
         study = with_seed_count(study, args.seeds)

@@ -296,6 +296,11 @@ def write(study: Study, runs_root: str | Path, results_dir: str | Path = "result
     (out / f"{study.name}.md").write_text(markdown(study, r) + ("\n" + extra_md.strip() + "\n" if extra_md else ""))
     if wandb:
         log_to_wandb(study, r, runs_root)
+    repo = Path(__file__).resolve().parents[1]
+    if out.resolve() == (repo / "results").resolve():  # keep results/README.md's study rows in step
+        from studies import readme
+
+        readme.update(repo)
     return r
 
 
