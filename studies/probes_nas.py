@@ -87,12 +87,15 @@ class ArchCost(pl.Callback):
             ids = torch.randint(1000, 2000, (batch, seq_len), generator=torch.Generator().manual_seed(0))
             ids = ids.to(pl_module.device)
             mask = torch.ones_like(ids)
+            sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
             for _ in range(2):
                 net(ids, mask)
             times = []
             for _ in range(max(1, self.repeats)):
+                sync()
                 start = time.perf_counter()
                 net(ids, mask)
+                sync()
                 times.append(1000.0 * (time.perf_counter() - start))
             values[f"arch/latency_ms_b{batch}"] = statistics.median(times)
         pl_module.train(was_training)
