@@ -23,6 +23,7 @@ FULLSCALE = sorted(p for p in (REPO / "studies").glob("*.yaml")
 # The default tier runs one chain of each study (the stage of its primary claim and the stages it starts from);
 # the slow tier runs every stage. ImageNet tables run in the slow tier only (224 px nets on CPU).
 DEFAULT_CHAIN = {"pruning_table1_cifar10": ["resnet56_b"]}
+DEFAULT_CHAIN["nas_glue"] = ["sst2_searched"]  # SST-2 search -> searched fine-tune (primary claim: searched vs full)
 SMOKE = {"trainer.max_epochs": 1, "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1,
          "trainer.limit_test_batches": 1, "trainer.num_sanity_val_steps": 0, "trainer.accelerator": "cpu",
          "trainer.devices": 1, "trainer.precision": "32-true", "trainer.logger": False,
