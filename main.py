@@ -703,17 +703,24 @@ class RecipeTrainer(pl.Trainer):
         datamodule: pl.LightningDataModule | None = None,
         json: str | None = None,
         convention: Literal["li2017", "all"] = "li2017",
+        ckpt_path: str | None = None,
     ) -> dict[str, float]:
         """Print the parameters and MACs of the recipe's model (no data, no training).
 
         Args:
-            json: also write ``{"params": ..., "macs": ...}`` to this file.
+            json: also write ``{"params": ..., "macs": ..., "params_all": ...}`` to this file.
             convention: ``li2017`` (conv and linear MACs, the pruning paper's) or ``all`` (torch flop counter / 2).
+            ckpt_path: count the net of this checkpoint (``last``: the run's last.ckpt) as it was saved: pruned
+                widths, a searched sub-network, anything a ``restore_structure`` rebuilds. Without it, the net the
+                recipe builds, with its structural callbacks' ``apply_structure`` applied.
         """
-        for callback in self.callbacks:
-            fn = getattr(callback, "apply_structure", None)
-            if callable(fn):
-                fn(model)
+        if ckpt_path:
+            load_weights(model, Path(ckpt_path), self)
+        else:
+            for callback in self.callbacks:
+                fn = getattr(callback, "apply_structure", None)
+                if callable(fn):
+                    fn(model)
         if model.example_input_array is None:
             raise RecipeError(
                 f"{type(model).__name__} has no example_input_array, so `report` cannot count MACs; set it in "
@@ -733,7 +740,8 @@ class RecipeTrainer(pl.Trainer):
         if json:
             Path(json).parent.mkdir(parents=True, exist_ok=True)
             Path(json).write_text(jsonlib.dumps({"params": result["params"], "macs": result["macs"],
-                                                 "convention": convention}, indent=2))
+                                                 "params_all": result["params_all"], "convention": convention,
+                                                 "ckpt_path": ckpt_path}, indent=2))
             print(f"wrote {json}")
         return result
 
@@ -744,6 +752,10 @@ class RecipeTrainer(pl.Trainer):
         ckpt_path: str | None = None,
         format: Literal["onnx", "pt2"] = "onnx",
         out: str | None = None,
+        latency: bool = False,
+        latency_batch: int = 32,
+        threads: int = 1,
+        repeats: int = 30,
     ) -> dict[str, Any]:
         """Export the trained net (ONNX through torch.onnx's dynamo exporter, or a torch.export .pt2 program),
         with the recipe's structural callbacks applied, and check its outputs against eager PyTorch.
@@ -753,6 +765,10 @@ class RecipeTrainer(pl.Trainer):
             format: ``onnx`` (checked in onnxruntime) or ``pt2``.
             out: the output file (default: ``<run_dir>/export/model.<format>``); an existing file is replaced only
                 with ``--overwrite``.
+            latency: also time the exported ONNX file in onnxruntime (CPU) at batch 1 and ``latency_batch``, with
+                ``threads`` intra-op threads, ``repeats`` timed calls after 5 untimed ones (median and IQR).
+
+        The summary's numbers (stored bytes, errors, latencies) are written to the run's ``metrics/export.json``.
         """
         try:
             from nets.export import export_checkpoint
@@ -763,9 +779,18 @@ class RecipeTrainer(pl.Trainer):
             raise RecipeError("export needs --ckpt_path: a .ckpt file, or `last` for this run's last.ckpt.")
         summary = export_checkpoint(model, list(self.callbacks), ckpt_path, fmt=format, out=out,
                                     overwrite=self.export_overwrite)
-        from nets.export import format_summary
+        from nets.export import format_summary, time_onnx
 
+        if latency:
+            if format != "onnx":
+                raise RecipeError("export --latency times the ONNX file in onnxruntime: use --format onnx.")
+            timed = time_onnx(summary["path"], model.example_input_array, (1, latency_batch), threads, repeats)
+            summary.update(latency_threads=timed["threads"], latency_repeats=repeats, latency_runtime=timed["runtime"])
+            for b in (1, latency_batch):
+                summary[f"latency_b{b}_s"] = timed[f"b{b}"]["median"]
+                summary[f"latency_b{b}_iqr_s"] = [timed[f"b{b}"]["q25"], timed[f"b{b}"]["q75"]]
         print(format_summary(summary))
+        self.last_export = summary
         return summary
 
 
@@ -841,6 +866,8 @@ class RecipeCLI(LightningCLI):
             trainer.logger = False
             trainer.enable_checkpointing = False
             trainer.enable_progress_bar = False
+            if cfg.get("ckpt_path") in ("last", "auto"):
+                cfg.ckpt_path = str(self._last_ckpt_or_fail(cfg.ckpt_path))
             return
         if self.subcommand == "export":
             trainer.logger = False
@@ -1012,6 +1039,15 @@ class RecipeCLI(LightningCLI):
 
     def after_test(self) -> None:
         self._finish("test")
+
+    def after_export(self) -> None:
+        summary = getattr(self.trainer, "last_export", None) or {}
+        numbers = {k: float(v) for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        _write_json(self.run_dir / "metrics" / "export.json", {
+            "subcommand": "export", "metrics": dict(sorted(numbers.items())), "path": summary.get("path"),
+            "ckpt_path": summary.get("checkpoint"), "notes": summary.get("notes", []),
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
 
 
 class _PlanCLI(RecipeCLI):

@@ -668,6 +668,37 @@ def export_checkpoint(pl_module: nn.Module, callbacks: Sequence[Any] | None, ckp
     return summary
 
 
+def time_onnx(path: str | os.PathLike, example_input: Any, batch_sizes: Sequence[int] = (1,), threads: int = 1,
+              repeats: int = 30, warmup: int = 5) -> dict[str, Any]:
+    """Latency of an exported ONNX file in onnxruntime's CPU provider (``threads`` intra-op threads, 1 inter-op
+    thread, all graph optimizations), at each batch size on random inputs shaped like ``example_input``:
+    ``warmup`` untimed calls, then ``repeats`` timed ones; seconds per call as median, interquartile range and
+    minimum (``{"b1": {...}, "threads": ..., "runtime": ...}``)."""
+    import statistics
+    import time
+
+    (ort,) = require_deploy("onnxruntime")
+    session = onnxruntime_session(path, threads=threads)
+    names = [i.name for i in session.get_inputs()]
+    out: dict[str, Any] = {"threads": int(threads), "runtime": f"onnxruntime {ort.__version__} CPU"}
+    for b in batch_sizes:
+        x = random_like_batch(example_input, int(b))
+        arrays = [t.detach().cpu().float().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
+                  for t in (x if isinstance(x, tuple | list) else (x,)) if isinstance(t, torch.Tensor)]
+        feed = dict(zip(names, arrays, strict=True))
+        for _ in range(warmup):
+            session.run(None, feed)
+        times = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - t0)
+        q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+        out[f"b{int(b)}"] = {"median": statistics.median(times), "q25": q[0], "q75": q[2], "min": min(times),
+                             "n": len(times)}
+    return out
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the command line."""
     lines = [f"exported {summary['format']} to {summary['path']} ({summary['stored_bytes']:,} bytes)",
@@ -676,6 +707,10 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"{summary['tolerance']:g})"]
     if summary.get("packed_path"):
         lines.append(f"packed low-bit weights: {summary['packed_path']} ({summary['packed_bytes']:,} bytes)")
+    for key, value in summary.items():
+        if key.startswith("latency_b") and key.endswith("_s") and "iqr" not in key:
+            lines.append(f"onnxruntime latency at batch {key[len('latency_b'):-2]} ({summary['latency_threads']} "
+                         f"thread(s)): {value * 1e3:.3g} ms (median of {summary['latency_repeats']})")
     lines += [f"note: {n}" for n in summary.get("notes", [])]
     return "\n".join(lines)
 
@@ -684,5 +719,5 @@ __all__ = [
     "DEFAULT_TOLERANCE", "DEPLOY_INSTALL", "ExportError", "FORMATS", "QuantizedWeight", "apply_quantized_weights",
     "default_output", "export_checkpoint", "export_module", "flatten_outputs", "format_summary", "load_checkpoint",
     "load_packed", "load_packed_into", "onnxruntime_integer_ops", "onnxruntime_session", "random_like_batch",
-    "relative_error", "require_deploy", "run_onnx",
+    "relative_error", "require_deploy", "run_onnx", "time_onnx",
 ]

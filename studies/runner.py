@@ -85,8 +85,12 @@ def plan(study: Study, runs_root: str | Path, only: list[str] | None = None) -> 
             if step in steps:
                 args[step] = [step, *base, *_wandb_args(study, run), "--ckpt_path", weights]
         run_dir = study_root(study, runs_root) / run.key
-        if "report" in steps:
-            args["report"] = ["report", *base, "--json", str(run_dir / "metrics" / "report.json")]
+        if "report" in steps:  # the net as trained (pruned widths, a searched sub-network): from the checkpoint
+            args["report"] = ["report", *base, "--json", str(run_dir / "metrics" / "report.json"),
+                              "--ckpt_path", weights]
+        if "export" in steps:  # ONNX, checked against eager PyTorch, its stored size and onnxruntime latency
+            args["export"] = ["export", *base, "--ckpt_path", weights, "--format", "onnx", "--latency", "true",
+                              "--out", str(run_dir / "export" / "model.onnx"), "--overwrite", "true"]
         out.append(PlannedRun(run=run, run_dir=run_dir, steps=steps, args=args,
                               upstream=[study.upstream_run(run, up).key for up in stage.upstream],
                               budget_min=stage.budget_min))

@@ -167,7 +167,7 @@ class StudyJob:
         from studies import runner
 
         rank = int(os.environ.get("SLURM_PROCID", "0"))
-        steps = [s for s in self.steps if rank == 0 or s[0] != "report"]
+        steps = [s for s in self.steps if rank == 0 or s[0] not in ("report", "export")]
         return runner.run_job(self.run_dir, steps, self.threads)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

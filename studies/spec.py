@@ -19,13 +19,13 @@ TOP_KEYS = {"name", "header", "seeds", "seed_overrides", "axes", "stages", "metr
             "report_hook"}
 HEADER_KEYS = {"title", "paper", "section", "published", "command", "notes", "previous_source"}
 STAGE_KEYS = {"recipe", "overrides", "init_from", "checkpoints", "seeds", "budget_min", "test", "report", "gpus",
-              "fit", "validate"}
+              "fit", "validate", "export"}
 METRIC_KEYS = {"stage", "file", "key", "scale", "where", "label", "previous", "seeds", "expr"}
 EXPR_FUNCS = {"abs": abs, "min": min, "max": max, "log": math.log, "exp": math.exp, "sqrt": math.sqrt}
 CLAIM_KEYS = {"a", "b", "test", "margin", "paired", "min_seeds", "confidence", "value", "primary", "label",
               "descriptive"}
 CLAIM_TESTS = ("non_inferior", "beats", "ratio_at_most", "ratio_at_least")
-METRIC_FILES = ("fit", "validate", "test", "report")
+METRIC_FILES = ("fit", "validate", "test", "report", "export")
 DEFAULT_BUDGET_MIN = 60.0
 
 
@@ -50,6 +50,7 @@ class Stage:
     gpus: int = 1  # GPUs of one run on a cluster (one task per GPU, one node); local runs ignore it
     fit: bool = True  # False: no training; validate/test the init_from stage's last.ckpt with this stage's recipe
     validate: bool = False  # also `main.py validate` (on the run's last.ckpt, or the upstream's when fit is False)
+    export: bool = False  # also `main.py export --format onnx --latency true` (metrics/export.json: size, latency)
 
     @property
     def upstream(self) -> list[str]:
@@ -162,7 +163,8 @@ class Study:
         ``report`` (MACs and parameters) when the stage asks for them or a metric reads them."""
         s = self.stages[stage]
         reads = {m.file for m in self.metrics.values() if m.stage == stage and m.expr is None}
-        return (["fit"] if s.fit else []) + [f for f in ("validate", "test", "report") if getattr(s, f) or f in reads]
+        return (["fit"] if s.fit else []) + [f for f in ("validate", "test", "report", "export")
+                                              if getattr(s, f) or f in reads]
 
     def metric_seeds(self, name: str) -> tuple[int, ...]:
         """The seeds a metric has values for when every run finished: its ``seeds`` (or its stage's); a derived
@@ -352,7 +354,7 @@ def _stages(where: str, data: Any, seeds: tuple[int, ...], axes: dict, root: Pat
             raise StudyError(f"{where}: {key}.gpus must be a positive integer (GPUs of one run on a cluster), got "
                              f"{gpus!r}.")
         stage_axes = tuple(a for a, s in axes.items() if s["stages"] is None or name in s["stages"])
-        for flag in ("fit", "validate", "test", "report"):
+        for flag in ("fit", "validate", "test", "report", "export"):
             if flag in spec and not isinstance(spec[flag], bool):
                 raise StudyError(f"{where}: {key}.{flag} must be true or false, got {spec[flag]!r}.")
         fit = spec.get("fit", True)
@@ -363,7 +365,8 @@ def _stages(where: str, data: Any, seeds: tuple[int, ...], axes: dict, root: Pat
             if not (spec.get("validate") or spec.get("test")):
                 raise StudyError(f"{where}: {key} has fit: false but neither validate: true nor test: true, so it "
                                  "would run nothing; set the step(s) it should run on the init_from stage's weights.")
-        flags = {"fit": bool(fit), "validate": bool(spec.get("validate", False))}
+        flags = {"fit": bool(fit), "validate": bool(spec.get("validate", False)),
+                 "export": bool(spec.get("export", False))}
         out[str(name)] = Stage(
             name=str(name), recipe=recipe, overrides=_overrides(where, f"{key}.overrides", spec.get("overrides")),
             init_from=spec.get("init_from"), checkpoints=dict(checkpoints),

@@ -26,7 +26,7 @@ def _features(d: dict) -> None:
     d["stages"]["first"]["validate"] = True
     # evaluate the first stage's weights in batches of 16 (the same 64 images): no training, only validate, test
     d["stages"]["second"] = {"recipe": "tests/studies/tiny_digits.yaml", "init_from": "first", "fit": False,
-                             "validate": True, "test": True, "budget_min": 5,
+                             "validate": True, "test": True, "report": True, "export": True, "budget_min": 5,
                              "overrides": {"data.init_args.batch_size": 16, "trainer.limit_val_batches": 4,
                                            "trainer.limit_test_batches": 4}}
     d["metrics"] = {
@@ -52,7 +52,8 @@ def hook(study, report: dict, study_dir: Path, results_dir: Path) -> str:
 def test_eval_stage_seed_subset_derived_metric_and_hook(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     study = tiny_study(tmp_path / "features.yaml", _features)
     s = load_study(study)
-    assert s.steps("first") == ["fit", "validate", "test"] and s.steps("second") == ["validate", "test"]
+    assert s.steps("first") == ["fit", "validate", "test"]
+    assert s.steps("second") == ["validate", "test", "report", "export"]
     runs = tmp_path / "runs"
     assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0
     first, second = runs / "tiny/first/seed0", runs / "tiny/second/seed0"
@@ -63,6 +64,11 @@ def test_eval_stage_seed_subset_derived_metric_and_hook(tmp_path: Path, capsys: 
     assert metrics(second, "test")["test/acc1"] == pytest.approx(metrics(first, "test")["test/acc1"], abs=1e-6)
     assert metrics(second, "validate")["val/acc1"] == pytest.approx(metrics(first, "validate")["val/acc1"], abs=1e-6)
     assert "identity" in json.loads((second / "study_run.json").read_text())
+    # report counts the checkpoint's net; export writes a checked ONNX file, its size and onnxruntime latency
+    exported = metrics(second, "export")
+    assert (second / "export/model.onnx").stat().st_size == exported["stored_bytes"] > 0
+    assert exported["max_rel_error"] <= exported["tolerance"] and exported["latency_b1_s"] > 0
+    assert json.loads((second / "metrics/report.json").read_text())["macs"] > 0
 
     assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path / "res", "--no-wandb") == 0
     r = json.loads((tmp_path / "res/tiny.json").read_text())
