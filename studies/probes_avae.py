@@ -127,7 +127,7 @@ class RotationSweep(pl.Callback):
     def _seed(self) -> int:
         if self.seed is not None:
             return int(self.seed)
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return int(os.environ.get("PL_GLOBAL_SEED", "0"))
 
     def _search(self, pl_module, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha*, the loss at alpha*) per image, the search's own best loss."""
