@@ -11,7 +11,7 @@ Two numbers (issue 5, item 6):
   they are reported separately as the whole process wall time.
 
 Both run the real path: ``trainer.validate`` with the ``LossLandscape`` callback (``run_on=validate_end``), the
-2-rank run under Lightning's DDP strategy. Net: the narrow VGG-9 of ``benchmarks/landscape_glyphs.py`` (widths
+2-rank run under Lightning's DDP strategy. Net: the narrow VGG-9 of ``studies/landscape_glyphs.yaml`` (widths
 16/32/64, hidden 64, 1.3e5 parameters) on 16x16 glyphs, ``--samples`` training images (batch = all of them).
 1-rank and 2-rank runs alternate for ``--rounds`` rounds (the side that goes first alternates too); the machine
 load average is recorded around every run because the 2 cores are shared.
@@ -43,6 +43,10 @@ GOAL_RANK_RATIO = 0.6
 
 
 # ================================================================================================ worker
+# the narrow VGG-9 of the landscape glyph study (VGG-9's layout at a quarter of its widths), at 16x16
+NARROW_VGG9 = {"cfg": [16, 16, "M", 32, 32, "M", 64, 64, 64, "M"], "hidden": 64, "input_size": 16}
+
+
 def worker(args: argparse.Namespace) -> None:
     """One run (this process is rank 0; under DDP Lightning re-launches it as rank 1)."""
     import logging
@@ -56,11 +60,11 @@ def worker(args: argparse.Namespace) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     import lightning.pytorch as pl
 
-    from benchmarks.landscape_glyphs import NARROW_VGG9, PooledGlyphs
+    from studies.glyphs import PooledGlyphsDataModule as PooledGlyphs
     from callbacks.loss_landscape import LossLandscape, evaluate, make_eval_data
     from modules.image_classifier import ImageClassifier
 
-    dm = PooledGlyphs(train_size=max(args.samples, 500), test_size=200, batch_size=args.samples)
+    dm = PooledGlyphs(train_size=max(args.samples, 500), test_size=200, difficulty=1.0, pool=2, batch_size=args.samples)
     pl.seed_everything(0, verbose=False)
     model = ImageClassifier(net="vgg9", num_classes=10, input_shape=dm.input_shape, net_kwargs=NARROW_VGG9,
                             log_images=False)
