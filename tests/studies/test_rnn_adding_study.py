@@ -14,7 +14,7 @@ import yaml
 
 from tests.studies.tiny import REPO, studies
 
-BATCHES = 12
+BATCHES = 30
 # a short sequence and small batches so that a few dozen batches take seconds; the rest is the recipes' settings
 TINY = {"data.init_args.seq_len": 20, "data.init_args.batch_size": 32, "data.init_args.train_size": 32 * BATCHES,
         "data.init_args.val_size": 64, "data.init_args.test_size": 128, "trainer.max_steps": BATCHES,
@@ -75,7 +75,7 @@ def test_rnn_adding_primary_pair_tiny(tmp_path: Path, seeds: list[int]) -> None:
     per_seed = report["metrics"]["fptt_t500_b128_mse"]["points"][""]["per_seed"]
     assert set(per_seed) == {str(s) for s in seeds}
     bptt = report["metrics"]["bptt_t500_b128_mse"]["points"][""]["per_seed"]
-    # a few batches from random weights: near the 0.167 of predicting the mean 1, far below the ~1.17 of predicting 0
+    # trained: the output moved from ~0 (MSE ~1.17 at the initial weights) to about the mean 1 (MSE 0.167)
     assert all(0.05 < v < 0.5 for v in [*per_seed.values(), *bptt.values()]), (per_seed, bptt)
     status = report["claims"]["fptt_beats_bptt_t500_b128"]["points"][""]["status"]
     assert status in (("met", "not met") if len(seeds) >= 5 else ("pending",))  # decided from 5 seeds on
