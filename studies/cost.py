@@ -30,6 +30,7 @@ THROUGHPUT_FILES = ("results/gpu_recipes.json", "results/throughput.json")
 ASSUMED_FLOPS = 4e12  # effective training FLOP/s of one GPU; the measured CIFAR ResNets give 3-4e12 in fp32
 TRAIN_IMAGES = {"CIFAR10DataModule": 50_000, "CIFAR100DataModule": 50_000, "ImageNetDataModule": 1_281_167,
                 "MNISTDataModule": 60_000}
+GLUE_TRAIN = {"sst2": 67_349, "qnli": 104_743, "qqp": 363_846, "mnli": 392_702}  # GLUE training rows per task
 
 
 @dataclass
@@ -122,6 +123,10 @@ def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...
         epochs = _setting(study, stage, "trainer.max_epochs")
         cls = str(_setting(study, stage, "data.class_path") or "").rsplit(".", 1)[-1]
         images = TRAIN_IMAGES.get(cls) or _setting(study, stage, "data.init_args.train_size")
+        if cls == "GlueDataModule":  # the task's training rows, less a held-out share (val_from_train)
+            rows = GLUE_TRAIN.get(str(_setting(study, stage, "data.init_args.task") or "sst2"))
+            held = _setting(study, stage, "data.init_args.val_from_train") or 0.0
+            images = None if rows is None else int(rows * (1.0 - float(held)))
         steps, batch = _setting(study, stage, "trainer.max_steps"), _setting(study, stage, "data.init_args.batch_size")
         if isinstance(steps, int) and steps > 0 and isinstance(batch, int) and images:
             # a step budget: max_steps x batch_size samples, as a number of passes over the training set (the
