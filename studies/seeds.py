@@ -15,14 +15,14 @@ Welch (unequal variances) interval is used. Pairing is only valid when the seeds
 
 Example::
 
-    from benchmarks.seeds import compare, mean_ci
+    from studies.seeds import compare, mean_ci
     c = compare(acc_pruned, acc_baseline, margin=1.0, names=("pruned", "baseline"))
     print(c)              # pruned - baseline = -0.31 [-0.62, 0.00] (95% CI, n=5, paired); margin 1.00: not met
     c.non_inferior        # True: the pruned net is within 1 point of the baseline
 
 Command line (each file a JSON list of per-seed numbers, or an object ``{"seed": value}`` paired by key)::
 
-    python -m benchmarks.seeds a.json b.json --margin 0.5
+    python -m studies.seeds a.json b.json --margin 0.5
 """
 
 from __future__ import annotations
@@ -266,22 +266,22 @@ def _load(path: str) -> list[float] | dict[str, float]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"benchmarks.seeds: cannot read {path}: {e}") from e
+        raise SystemExit(f"studies.seeds: cannot read {path}: {e}") from e
     if isinstance(data, Mapping):
         return {str(k): v for k, v in data.items()}
     if isinstance(data, list):
         return data
-    raise SystemExit(f"benchmarks.seeds: {path} must hold a JSON list of numbers or an object seed -> number")
+    raise SystemExit(f"studies.seeds: {path} must hold a JSON list of numbers or an object seed -> number")
 
 
 def _align(a: Any, b: Any, paired: bool, names: tuple[str, str]) -> tuple[list[float], list[float]]:
     if isinstance(a, dict) != isinstance(b, dict):
-        raise SystemExit("benchmarks.seeds: give both files as lists or both as {seed: value} objects")
+        raise SystemExit("studies.seeds: give both files as lists or both as {seed: value} objects")
     if not isinstance(a, dict):
         return a, b
     if paired and set(a) != set(b):
         raise SystemExit(
-            f"benchmarks.seeds: paired comparison needs the same seeds; only in {names[0]}: "
+            f"studies.seeds: paired comparison needs the same seeds; only in {names[0]}: "
             f"{sorted(set(a) - set(b))}, only in {names[1]}: {sorted(set(b) - set(a))}"
         )
     if not paired:
@@ -293,7 +293,7 @@ def _align(a: Any, b: Any, paired: bool, names: tuple[str, str]) -> tuple[list[f
 
 def main(argv: Sequence[str] | None = None) -> Comparison:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.seeds",
+        prog="python -m studies.seeds",
         description="Student-t interval of a - b over seeds, and whether a margin fixed in advance is met.",
     )
     parser.add_argument("a", help="JSON list of per-seed numbers of method A (or an object seed -> number)")
@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> Comparison:
             names=names,
         )
     except (TypeError, ValueError) as e:
-        parser.exit(2, f"benchmarks.seeds: {e}\n")
+        parser.exit(2, f"studies.seeds: {e}\n")
     print(result)
     print(format_table([
         {"method": names[0], "mean ± hw": mean_ci(a, args.confidence)},

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.seeds import compare
+from studies.seeds import compare
 from tests.studies.tiny import REPO, metrics, studies, tiny_study
 
 RUNS = ("first/seed0", "first/seed1", "second/seed0", "second/seed1")

@@ -1,4 +1,4 @@
-"""Tests of benchmarks/seeds.py: t quantiles, hand-computed intervals, pairing, margin decisions, the CLI."""
+"""Tests of studies/seeds.py: t quantiles, hand-computed intervals, pairing, margin decisions, the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.seeds import Comparison, Interval, compare, format_table, main, mean_ci, t_quantile
+from studies.seeds import Comparison, Interval, compare, format_table, main, mean_ci, t_quantile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,7 +178,7 @@ def test_cli_too_few_seeds_exits_nonzero(tmp_path):
     fa.write_text(json.dumps(A[:4]))
     fb.write_text(json.dumps(B[:4]))
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.seeds", str(fa), str(fb), "--margin", "0.5"],
+        [sys.executable, "-m", "studies.seeds", str(fa), str(fb), "--margin", "0.5"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
