@@ -24,6 +24,8 @@ FULLSCALE = sorted(p for p in (REPO / "studies").glob("*.yaml")
 # the slow tier runs every stage. ImageNet tables run in the slow tier only (224 px nets on CPU).
 DEFAULT_CHAIN = {"pruning_table1_cifar10": ["resnet56_b"]}
 DEFAULT_CHAIN["nas_glue"] = ["sst2_searched"]  # SST-2 search -> searched fine-tune (primary claim: searched vs full)
+DEFAULT_CHAIN["selective_table_cifar10"] = ["osp", "sr"]  # OSP vs softmax response, ResNet-32 (primary claim)
+DEFAULT_CHAIN["disk_table"] = ["disk_resnet10_s_t_resnet10_l"]  # teacher + CE student -> DiSK, ResNet10-s (primary)
 SMOKE = {"trainer.max_epochs": 1, "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1,
          "trainer.limit_test_batches": 1, "trainer.num_sanity_val_steps": 0, "trainer.accelerator": "cpu",
          "trainer.devices": 1, "trainer.precision": "32-true", "trainer.logger": False,
