@@ -150,15 +150,16 @@ def landscape_report(study: Any, report: dict[str, Any], runs_root: Path, result
     batch_png = results_dir / f"{name}_batch.png"
     notes = _batch_figure(study, report, runs_root, batch_png)
     figures["batch"] = batch_png.name
-    lines += ["Small vs large batch (narrow VGG-9): 2-D contours of seed 0 (validate-time, on each run's last.ckpt), "
-              "the 1-D curves of every seed, and the linear interpolation from the batch-32 minimum (a = 0) to the "
-              "batch-512 minimum (a = 1) of seed 0.", "", f"![batch]({batch_png.name})", ""]
+    lines += [("Small vs large batch (narrow VGG-9): 2-D contours of seed 0 (validate-time, on each run's "
+               "last.ckpt), the 1-D curves of every seed, and the linear interpolation from the batch-32 minimum "
+               "(a = 0) to the batch-512 minimum (a = 1) of seed 0."), "", f"![batch]({batch_png.name})", ""]
     lines += [f"* {n}" for n in notes] + ([""] if notes else [])
 
     skip_png = results_dir / f"{name}_skip.png"
     notes = _skip_figure(report, runs_root, skip_png)
     figures["skip"] = skip_png.name
-    lines += ["Skip connections (ResNet-20 vs the same net without shortcuts): 2-D contours and 1-D curves of seed 0.",
+    lines += [("Skip connections (ResNet-20 vs the same net without shortcuts): 2-D contours and 1-D curves of "
+               "seed 0."),
               "", f"![skip]({skip_png.name})", ""]
     lines += [f"* {n}" for n in notes] + ([""] if notes else [])
 
@@ -167,8 +168,8 @@ def landscape_report(study: Any, report: dict[str, Any], runs_root: Path, result
         target = results_dir / f"{name}_trajectory.png"
         shutil.copyfile(traj, target)
         figures["trajectory"] = target.name
-        lines += ["PCA trajectory of the batch-32 training path (seed 0; initial weights and every epoch), on the "
-                  "loss surface along the two principal axes.", "", f"![trajectory]({target.name})", ""]
+        lines += [("PCA trajectory of the batch-32 training path (seed 0; initial weights and every epoch), on "
+                   "the loss surface along the two principal axes."), "", f"![trajectory]({target.name})", ""]
     else:
         lines += ["* trajectory (seed 0) has not run: no PCA trajectory", ""]
 
@@ -179,6 +180,7 @@ def landscape_report(study: Any, report: dict[str, Any], runs_root: Path, result
         extra["trajectory_rerun_identical"] = same
         verdict = "identical" if same else "DIFFERENT: the rerun did not reproduce the run, so the trajectory " \
             "belongs to another net"
-        lines += [f"Check: the trajectory stage's rerun of batch 32, seed 0 measured sharpness {rerun[0]:.6f}; the "
-                  f"small stage's seed 0 measured {small[0]:.6f} ({verdict}).", ""]
+        check = (f"Check: the trajectory stage's rerun of batch 32, seed 0 measured sharpness {rerun[0]:.6f}; the "
+                 f"small stage's seed 0 measured {small[0]:.6f} ({verdict}).")
+        lines += [check, ""]
     return "\n".join(lines)

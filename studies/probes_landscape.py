@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 
-import lightning.pytorch as pl
 from callbacks.loss_landscape import LossLandscape
 
 RISE_STEP = 0.25  # alpha units: how far from each end the rise of the curve is read
