@@ -22,15 +22,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+from benchmarks.harness import RESULTS, command_line, machine_info, write_report
 
 # name, input shape, width, mode, batch, restarts, keep, steps, alpha_lr
 CONFIGS = [
@@ -105,22 +103,18 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(f"{row['config']}: batched {row['batched_s']:.2f} s CPU, loop {row['loop_s']:.2f} s CPU, "
               f"x{row['speedup']:.1f} (max loss diff {row['max_loss_diff']:.2e})", flush=True)
-    machine = torch.cuda.get_device_name(0) if cuda else "cpu2 (2 shared cores)"
-    result = {"rows": rows, "machine": machine, "threads": a.threads, "torch": torch.__version__,
-              "python": platform.python_version(), "command": "python -m benchmarks.avae_search_speed"
-              + (" --quick" if a.quick else "") + (f" --device {a.device}" if cuda else "")
-              + (f" --threads {a.threads}" if a.threads > 1 else ""),
-              "goal": "batched >= 10x faster than the per-sample loop"}
+    machine = machine_info(a.threads, a.device)
+    result = {"rows": rows, "command": command_line("benchmarks.avae_search_speed", argv), "machine": machine,
+              "threads": a.threads, "goal": "batched >= 10x faster than the per-sample loop"}
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    where = (f"{machine}, wall time synchronised" if cuda else
+    where = (f"{machine.get('gpu', a.device)}, wall time synchronised" if cuda else
              f"CPU, {a.threads} threads, wall time" if a.threads > 1 else "CPU, 1 thread")
     lines = [f"# Affine VAE pose search: batched vs per-sample loop ({where})", "",
              "Same restarts (init) and the same algorithm in both; time per search call over the whole batch, median "
-             f"of {1 if a.quick else a.repeats} after a warm-up. Machine: {result['machine']}"
-             + (" (one GPU, not shared)." if cuda else
-                " (shared with other jobs: absolute times are noisy, the ratio less so)."), "",
+             f"of {1 if a.quick else a.repeats} after a warm-up"
+             + (" on one GPU, not shared." if cuda else
+                " (on a machine shared with other jobs absolute times are noisy, the ratio less so; the load average"
+                " is given below)."), "",
              "| configuration | batch | restarts x steps (keep) | batched CPU s | loop CPU s | speed-up ("
              f"{'wall, the measure' if wall else 'CPU time, the measure'}) | "
              "speed-up (wall) | max loss diff |",
@@ -131,9 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r['max_loss_diff']:.1e} |")
     met = all(r["speedup"] >= 10 for r in rows)
     goal = "; the issue sets it on CPU, this is the same measurement on a GPU" if cuda else ""
-    lines += ["", f"Goal (>= 10x in every configuration{goal}): **{'met' if met else 'not met'}**.", "",
-              f"Command: `{result['command']}`."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"Goal (>= 10x in every configuration{goal}): **{'met' if met else 'not met'}**."]
+    write_report(out.stem, result, "\n".join(lines), out.parent)
     print("\n".join(lines))
 
 
