@@ -204,3 +204,14 @@ def test_no_file_mentions_the_old_notes():
         left += [f"{path.relative_to(REPO)}:{i}" for i, line in enumerate(text.splitlines(), 1) if old in line]
     assert not left, (f"{len(left)} line(s) still mention {old}; run `python recipes/migrations/cite_docs.py` "
                       "from the repository root:\n" + "\n".join(left[:50]))
+
+
+def test_no_mention_of_a_deleted_study_script():
+    """README, docs and recipe headers name the study file once a benchmarks/ reproduction script is ported and
+    deleted (recipes/migrations/study_references.py rewrites them)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "recipes/migrations/study_references.py"), "--check"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
