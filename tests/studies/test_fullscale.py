@@ -26,6 +26,10 @@ DEFAULT_CHAIN = {"pruning_table1_cifar10": ["resnet56_b"]}
 DEFAULT_CHAIN["nas_glue"] = ["sst2_searched"]  # SST-2 search -> searched fine-tune (primary claim: searched vs full)
 DEFAULT_CHAIN["selective_table_cifar10"] = ["osp", "sr"]  # OSP vs softmax response, ResNet-32 (primary claim)
 DEFAULT_CHAIN["disk_table"] = ["disk_resnet10_s_t_resnet10_l"]  # teacher + CE student -> DiSK, ResNet10-s (primary)
+DEFAULT_CHAIN["fptt_adding"] = ["fptt_t500"]  # FPTT on the adding task, T = 500 (primary claim's stage)
+DEFAULT_CHAIN["fptt_sequential"] = ["fptt_mnist_pixel"]  # FPTT on pixel MNIST (primary claim's stage)
+DEFAULT_CHAIN["irnn_table"] = ["irnn_adding_t750"]  # iRNN on the adding task, T = 750 (primary claim's stage)
+DEFAULT_CHAIN["tarnn_table"] = ["tarnn_adding_t750"]  # TARNN on the adding task, T = 750 (primary claim's stage)
 SMOKE = {"trainer.max_epochs": 1, "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1,
          "trainer.limit_test_batches": 1, "trainer.num_sanity_val_steps": 0, "trainer.accelerator": "cpu",
          "trainer.devices": 1, "trainer.precision": "32-true", "trainer.logger": False,
