@@ -37,10 +37,7 @@ import datetime as dt
 import json
 import math
 import os
-import platform
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,6 +47,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from benchmarks.harness import command_line, load_average, machine_info, write_report
 
 MAC_OPS = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose", "NhwcConv",
                      "QLinearConv", "MatMulInteger", "ConvInteger"})
@@ -159,16 +158,8 @@ DEFAULT_PAIRS = ["vgg16_a", "resnet56_a", "resnet56_b", "resnet34_a", "resnet34_
 
 # ---------------------------------------------------------------------------------------------- measuring
 def machine() -> dict[str, Any]:
-    """This machine, detected: CPU model, logical CPUs (and those this process may use), memory, versions."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    """This machine, detected (``benchmarks.harness.machine_info``), with what this benchmark adds: the logical CPUs
+    this process may use, the memory and the onnxruntime version."""
     mem = None
     try:
         with open("/proc/meminfo") as f:
@@ -181,16 +172,7 @@ def machine() -> dict[str, Any]:
         usable = os.cpu_count()
     import onnxruntime
 
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "memory_bytes": mem,
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__}
-
-
-def _load() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
+    return {**machine_info(), "usable_cpus": usable, "memory_bytes": mem, "onnxruntime": onnxruntime.__version__}
 
 
 def elementwise_macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -392,10 +374,9 @@ def to_markdown(data: dict[str, Any]) -> str:
     m = data["machine"]
     lines = [
         "# Deployed latency vs MACs (onnxruntime CPU and eager PyTorch)", "",
-        f"Command: `{data['command']}`", "", f"Date: {data['date']}", "",
-        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), "
-        f"{(m['memory_bytes'] or 0) / 2**30:.1f} GiB, {m['platform']}, python {m['python']}, torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}. Load average (1, 5, 15 min) at start {data['load_start']}, at end "
+        f"Runtime: {m['usable_cpus']} of {m['logical_cpus']} logical CPUs usable by the process, "
+        f"{(m['memory_bytes'] or 0) / 2**30:.1f} GiB memory, onnxruntime {m['onnxruntime']} (the machine is "
+        f"described at the end). Load average (1, 5, 15 min) at start {data['load_start']}, at end "
         f"{data['load_end']}.", "",
         "MAC gain: baseline MACs / candidate MACs (conv + linear, per input). Latency gain: baseline time / "
         "candidate time. Ratio: latency gain / MAC gain (1.0: every saved MAC is saved time), the median over "
@@ -457,25 +438,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"unknown pair(s) {unknown}; choose from {', '.join(pairs)}")
     if args.min_rounds < 1 or args.max_rounds < args.min_rounds or args.repeats < 1:
         parser.error("need 1 <= --min-rounds <= --max-rounds and --repeats >= 1")
-    cmd = "python -m benchmarks.deploy_latency " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     data: dict[str, Any] = {
-        "command": cmd.strip(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(), "load_start": _load(),
+        "command": command_line("benchmarks.deploy_latency", argv),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
         "settings": {"batches": args.batches, "threads": args.threads, "repeats": args.repeats,
                      "min_rounds": args.min_rounds, "max_rounds": args.max_rounds, "half_width": args.half_width},
         "rows": [],
     }
+    data["load_start"] = data["machine"]["loadavg_at_start"]
     with tempfile.TemporaryDirectory() as workdir:
         for key in args.pairs:
             data["rows"].append(measure_pair(pairs[key], args.batches, args.threads, args.repeats, args.min_rounds,
                                              args.max_rounds, args.half_width, workdir, not args.no_profile))
-    data["load_end"] = _load()
+    data["load_end"] = load_average()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
     md = to_markdown(data)
-    out.with_suffix(".md").write_text(md)
+    write_report(out.stem, data, md, out.parent)
     print(md)
     return data
 
