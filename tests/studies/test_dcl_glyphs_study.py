@@ -37,6 +37,9 @@ def test_dcl_glyphs_tiny(tmp_path: Path, only: list[str]) -> None:
     for stage in data["stages"].values():
         stage.pop("seeds", None)
         stage["overrides"] = {**stage.get("overrides", {}), **TINY}
+    for metric in data["metrics"].values():  # the seed subsets (seeds 0-4 of the 10-seed plain stage) -> seed 0
+        if "seeds" in metric:
+            metric["seeds"] = [0]
     study = tmp_path / "dcl_glyphs.yaml"
     study.write_text(yaml.safe_dump(data, sort_keys=False))
     runs = tmp_path / "runs"
@@ -45,13 +48,39 @@ def test_dcl_glyphs_tiny(tmp_path: Path, only: list[str]) -> None:
                    "--only", *only) == 0
     report = json.loads((tmp_path / "results/dcl_glyphs.json").read_text())
     read = 0
-    for name, metric in report["metrics"].items():
-        if data["metrics"][name]["stage"] in only:
-            per_seed = metric["points"][""]["per_seed"]
-            assert set(per_seed) == {"0"} and all(0 <= v <= 100 for v in per_seed.values()), name
+    values = {name: m["points"][""]["per_seed"] for name, m in report["metrics"].items() if "points" in m}
+    for name, spec in data["metrics"].items():
+        if spec.get("stage") in only:
+            assert set(values[name]) == {"0"} and all(0 <= v <= 100 for v in values[name].values()), name
             read += 1
-    assert read == (13 if only == ALL else 5)
+        elif "expr" in spec and all(data["metrics"][o].get("stage") in only for o in spec["expr"].split(" - ")):
+            # the generalization gap: training-split accuracy (the probe) minus test accuracy, per seed
+            train, test = spec["expr"].split(" - ")
+            assert values[name]["0"] == pytest.approx(values[train]["0"] - values[test]["0"]), name
+            read += 1
+    assert read == (29 if only == ALL else 14)
     assert all(c["points"][""]["status"] == "pending" for c in report["claims"].values())  # 1 seed
+
+    # the probe measures the training split as trained on (noisy labels), in eval mode, with the last weights:
+    # recomputed here from the checkpoint, the datamodule's tensors and the labels, as the old script did
+    import torch
+
+    from datamodules.glyphs import GlyphsDataModule
+    from modules.dcl import DCLClassifier
+
+    for stage in only:
+        run_dir = runs / f"dcl_glyphs/{stage}/seed0"
+        logged = json.loads((run_dir / "metrics/fit.json").read_text())["metrics"]
+        init = json.loads((run_dir / "run.json").read_text())["identity"]["data"]["init_args"]
+        dm = GlyphsDataModule(**init)
+        dm.setup()
+        model = DCLClassifier.load_from_checkpoint(run_dir / "checkpoints/last.ckpt", map_location="cpu").eval()
+        with torch.no_grad():
+            pred = model(dm.train_images).argmax(1)
+        assert logged["end/train_acc1"] == pytest.approx(100 * (pred == dm.train_labels).float().mean().item(),
+                                                         abs=1e-4), stage
+        assert logged["end/train_acc1_clean"] == pytest.approx(
+            100 * (pred == dm.train_clean_labels).float().mean().item(), abs=1e-4), stage
 
     from main import load_checkpoint
 
