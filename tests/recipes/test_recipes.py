@@ -76,8 +76,28 @@ def test_recipe_print_config(recipe, capsys):
     assert printed["model"]["class_path"] and printed["data"]["class_path"]
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def _covered_by_study_chains() -> set[str]:
+    """Recipes that a default-tier full-scale study chain (tests/studies/test_fullscale.py) already runs on the
+    same tiny data, one step each: their own smoke run moves to the slow tier instead of running twice."""
+    from studies.spec import load_study
+    from tests.studies.test_fullscale import DEFAULT_CHAIN
+
+    covered: set[str] = set()
+    for name, chain in DEFAULT_CHAIN.items():
+        study = load_study(REPO / "studies" / f"{name}.yaml", REPO)
+        stages = study._with_upstream(chain)
+        covered |= {Path(study.stages[s].recipe).stem for s in stages if study.stages[s].fit}
+    return covered
+
+
+COVERED = _covered_by_study_chains()
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) if r.stem in COVERED else r
+                                    for r in RECIPES], ids=lambda p: p.stem)
 def test_recipe_smoke_run(recipe, fake_data_dirs, tmp_path):
+    """One training and one validation step of every recipe on tiny fake data; the recipes of the default-tier
+    full-scale study chains are smoked there instead (this test runs them in the slow tier)."""
     name = _data_class(recipe)
     assert name in SMOKE_DATA, f"add a tiny-data entry for {name} to SMOKE_DATA in {__file__}"
     data_dir = fake_data_dirs(name)
