@@ -41,6 +41,11 @@ SMOKE = {"trainer.max_epochs": 1, "trainer.limit_train_batches": 1, "trainer.lim
          "trainer.enable_progress_bar": False, "data.init_args.batch_size": 2, "data.init_args.num_workers": 0}
 
 
+# LossLandscape at fit/validate end: 3-point grids on 4 images, no trajectory (1 epoch leaves < 3 checkpoints)
+LANDSCAPE_SMOKE = {"x_grid": "-1:1:3", "y_grid": "-1:1:3", "interpolate_grid": "-0.5:1.5:3", "trajectory": None,
+                   "hessian_grid": None, "sharpness_directions": 2, "batch_size": 4, "max_samples": 4}
+
+
 def _smoke_study(src: Path, dst: Path, data_dir) -> Path:
     """The study with one seed, every axis at its first value and the smoke settings in every stage."""
     from tests.recipes.test_recipes import SMOKE_DATA
@@ -59,6 +64,12 @@ def _smoke_study(src: Path, dst: Path, data_dir) -> Path:
         for arg in SMOKE_DATA[cls][1]:
             key, _, value = arg.lstrip("-").partition("=")
             extra[key] = yaml.safe_load(value)
+        callbacks = (recipe.get("trainer") or {}).get("callbacks") or []
+        last = callbacks[-1] if callbacks else {}
+        if str(last.get("class_path", "")).endswith("LossLandscape"):  # the last callback: init_args reach it
+            args = last.get("init_args") or {}
+            extra.update({f"trainer.callbacks.init_args.{k}": v for k, v in LANDSCAPE_SMOKE.items()
+                          if args.get(k) is not None})
         directory = data_dir(cls)
         if directory is not None:
             extra["data.init_args.data_dir"] = directory
