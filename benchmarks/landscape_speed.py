@@ -14,7 +14,7 @@ Both run the real path: ``trainer.validate`` with the ``LossLandscape`` callback
 2-rank run under Lightning's DDP strategy. Net: the narrow VGG-9 of ``studies/landscape_glyphs.yaml`` (widths
 16/32/64, hidden 64, 1.3e5 parameters) on 16x16 glyphs, ``--samples`` training images (batch = all of them).
 1-rank and 2-rank runs alternate for ``--rounds`` rounds (the side that goes first alternates too); the machine
-load average is recorded around every run because the 2 cores are shared.
+load average is recorded around every run because the machine may be shared with other jobs.
 
 Usage::
 
@@ -24,11 +24,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -37,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import REPO, command_line, machine_info, quiet_lightning, quiet_trainer, write_report
+
 GOAL_POINT_RATIO = 1.1
 GOAL_RANK_RATIO = 0.6
 
@@ -49,16 +47,13 @@ NARROW_VGG9 = {"cfg": [16, 16, "M", 32, 32, "M", 64, 64, 64, "M"], "hidden": 64,
 
 def worker(args: argparse.Namespace) -> None:
     """One run (this process is rank 0; under DDP Lightning re-launches it as rank 1)."""
-    import logging
     import warnings
 
+    import lightning.pytorch as pl
     import torch
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import lightning.pytorch as pl
 
     from studies.glyphs import PooledGlyphsDataModule as PooledGlyphs
     from callbacks.loss_landscape import LossLandscape, evaluate, make_eval_data
@@ -73,9 +68,8 @@ def worker(args: argparse.Namespace) -> None:
                        batch_size=args.samples, plot=False, run_on="validate_end", progress=False,
                        out_dir=args.work)
     strategy = "ddp" if args.devices > 1 else "auto"
-    trainer = pl.Trainer(accelerator="cpu", devices=args.devices, strategy=strategy, logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
-                         limit_val_batches=1)
+    trainer = quiet_trainer(accelerator="cpu", devices=args.devices, strategy=strategy, callbacks=[cb],
+                            limit_val_batches=1)
     plain_before = plain_after = []
     data = None
     if args.devices == 1:
@@ -84,7 +78,8 @@ def worker(args: argparse.Namespace) -> None:
         model.eval()
         evaluate(model, data)  # warm-up
         plain_before = _time_passes(model, data, args.plain_passes)
-    trainer.validate(model, datamodule=dm, verbose=False)
+    with quiet_lightning():
+        trainer.validate(model, datamodule=dm, verbose=False)
     if args.devices == 1:
         model.eval()
         plain_after = _time_passes(model, data, args.plain_passes)
@@ -150,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.worker:
         worker(args)
         return {}
+    machine = machine_info(1)  # the workers run one thread per rank
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -170,10 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"round {r}: per point {per_point * 1e3:.2f} ms vs plain pass {plain * 1e3:.2f} ms "
                   f"({per_point / plain:.3f}x){ranks}", flush=True)
     report = {
-        "command": "python -m benchmarks.landscape_speed " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), torch "
-                   f"{__import__('torch').__version__}",
+        "command": command_line("benchmarks.landscape_speed", argv), "machine": machine,
         "net": "vgg9 narrow (16/32/64, hidden 64) on 16x16 glyphs", "grid": f"{args.points}x{args.points}",
         "samples": args.samples, "rounds": rounds,
         "point_ratio": _summary([r["point_ratio"] for r in rounds]),
@@ -182,9 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "goals": {"point_ratio": GOAL_POINT_RATIO, "rank_ratio": GOAL_RANK_RATIO},
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(markdown(report))
+    write_report(out.stem, report, markdown(report), out.parent)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return report
 
@@ -197,7 +188,6 @@ def markdown(report: dict[str, Any]) -> str:
     pr, rr, qr = report["point_ratio"], report["rank_ratio"], report["process_ratio"]
     lines = [
         "# LossLandscape speed: 51x51 surface of a small net on CPU", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}; {report['date']}.  ",
         f"Net: {report['net']}; {report['samples']} training images per grid point (one batch); grid "
         f"{report['grid']}.", "",
         "| measure | median [min, max] over rounds | goal |", "|---|---|---|",
@@ -215,8 +205,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {i} | {r['first']} rank(s) | {r['plain_pass_s'] * 1e3:.2f} | {r['per_point_s'] * 1e3:.2f} | "
                      f"{one['surface_seconds']:.1f} | {s2} | {one['process_seconds']:.0f} / {p2} | "
                      f"{one['load_before']:.1f} / {l2} |")
-    lines += ["", "The machine's 2 cores were shared with other jobs during the measurement (load averages above); "
-              "the 2-rank ratio is only meaningful when 2 cores are free, so read it with the load column."]
+    lines += ["", f"The machine ({report['machine']['logical_cpus']} logical CPUs) may have been shared with other "
+              "jobs during the measurement (load averages above); the 2-rank ratio is only meaningful when 2 cores "
+              "are free, so read it with the load column."]
     return "\n".join(lines) + "\n"
 
 
