@@ -7,9 +7,11 @@ round-robin (one call of each per round, median over the rounds) so that the loa
 of them alike. Weights do not change the time, except that the learned downsamplers keep a fixed number of tokens,
 so the pretrained encoder with freshly initialised downsamplers is timed.
 
-The searched architecture is read from the CPU demo's result (``results/nas_synthetic.json``), from a search run's
-``searched_arch.json`` (``--arch-file``) or given as JSON (``--arch``); the drop-top-layers baseline keeps the
-first ``--drop-top-layers`` layers (default: the demo's baseline nearest in latency at or above the searched net).
+The searched architecture is given as JSON (``--arch``) or read from a search run's ``searched_arch.json``
+(``--arch-file``, e.g. ``runs/studies/nas_synthetic/search/seed0/searched_arch.json``); without either, it falls back
+to the one-seed CPU demo of session 2 (``results/nas_synthetic_demo.json``, its ``searched`` list). The
+drop-top-layers baseline keeps the first ``--drop-top-layers`` layers (default: the demo's baseline nearest in
+latency at or above the searched net, or one layer fewer than the searched net).
 
     python -m benchmarks.nas_latency                       # writes results/nas_latency.{json,md}
     python -m benchmarks.nas_latency --arch '{"layers": [0,1,2,3], "downsample": {"0": ["topk", 0.5]}}' --drop-top-layers 3
@@ -20,13 +22,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks.harness import command_line, machine_info, write_report
 
 __all__ = ["main", "time_round_robin"]
 
@@ -50,8 +52,13 @@ def _searched_arch(args: argparse.Namespace) -> tuple[dict[str, Any], int | None
     if args.arch:
         return json.loads(args.arch), None, "--arch"
     if args.arch_file:
-        return json.loads(Path(args.arch_file).read_text())["arch"], None, args.arch_file
-    demo = Path(args.results) / "nas_synthetic.json"
+        saved = json.loads(Path(args.arch_file).read_text())
+        if not isinstance(saved, dict) or "arch" not in saved:
+            raise SystemExit(f"nas_latency: {args.arch_file} (--arch-file) has no key 'arch': give the "
+                             "searched_arch.json that a TransformerSearch run writes into its run directory, or the "
+                             "architecture itself as --arch '<json>'.")
+        return saved["arch"], None, args.arch_file
+    demo = Path(args.results) / "nas_synthetic_demo.json"
     if demo.is_file():
         data = json.loads(demo.read_text())
         if data.get("searched"):
@@ -62,8 +69,12 @@ def _searched_arch(args: argparse.Namespace) -> tuple[dict[str, Any], int | None
                     name = g["drop_top_nearest_slower"][0]
                     depth = next(len(r["arch"]["layers"]) for r in data["drop_top"] if r["name"] == name)
             return arch, depth, str(demo)
-    raise SystemExit("nas_latency: no searched architecture: run the CPU demo (benchmarks/nas_synthetic.py), or "
-                     "give --arch-file runs/<nas recipe>/searched_arch.json or --arch '<json>'")
+    raise SystemExit(f"nas_latency: no searched architecture to time: neither --arch nor --arch-file was given, and "
+                     f"{demo} (the old CPU demo's result, read for its 'searched' list) is missing or has none. "
+                     "Give --arch-file with a search run's searched_arch.json (e.g. "
+                     "runs/studies/nas_synthetic/search/seed0/searched_arch.json after `python -m studies run "
+                     "studies/nas_synthetic.yaml`), or the architecture itself as "
+                     "--arch '{\"layers\": [0, 1, 2, 3], \"downsample\": {\"0\": [\"topk\", 0.5]}}'.")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -110,26 +121,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {"arch": arch, "arch_source": source, "drop_top_layers": depth, "num_layers": n_layers,
-              "threads": args.threads, "machine": "cpu2 (2 shared cores)", "rows": rows}
+              "threads": args.threads, "command": command_line("benchmarks.nas_latency", argv),
+              "machine": machine_info(args.threads), "rows": rows}
     out = Path(args.out) if args.out else Path(args.results) / "nas_latency"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     names = list(nets)
     lines = ["# Latency: full all-MiniLM-L6-v2 vs the searched network vs dropping top layers", "",
              "Project design (Bidart thesis, docs/transformer_search.md). CPU, "
              f"{args.threads} thread, no-grad, random token ids (all real), median of round-robin repeats "
-             f"({args.repeats}, or {args.repeats_large} above 4096 tokens per batch), {result['machine']} with other "
-             "jobs running (noisy).", "",
+             f"({args.repeats}, or {args.repeats_large} above 4096 tokens per batch); on a machine shared with "
+             "other jobs the times are noisy (the load average is given below).", "",
              f"Searched architecture ({source}): `{json.dumps(arch)}`; baseline: the first {depth} of "
              f"{n_layers} layers.", "",
-             "Command: `python -m benchmarks.nas_latency " + shlex.join(argv if argv is not None else sys.argv[1:])
-             + "`", "",
              "| batch | seq len | " + " | ".join(f"{n} (ms)" for n in names) + " | speed-up searched vs full |",
              "|---|---|" + "---|" * len(names) + "---|"]
     for r in rows:
         lines.append(f"| {r['batch']} | {r['seq_len']} | " + " | ".join(f"{r[n]:.1f}" for n in names)
                      + f" | {r['speedup_searched']:.2f}x |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_report(out.stem, result, "\n".join(lines), out.parent)
     print("\n".join(lines))
     return result
 
