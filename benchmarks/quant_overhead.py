@@ -17,22 +17,29 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
-import json
-import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.overhead import CONFIGS, Config, InMemoryBatches, _loop_timer_callback, _quiet_lightning
-from benchmarks.overhead import initial_state, make_batches
+from benchmarks.harness import (
+    command_line,
+    machine_info,
+    quiet_lightning,
+    quiet_trainer,
+    write_report,
+)
+from benchmarks.overhead import (
+    CONFIGS,
+    Config,
+    InMemoryBatches,
+    _loop_timer_callback,
+    initial_state,
+    make_batches,
+)
 
 GOAL_NET = "resnet20"
 GOAL_RATIO = 1.3
@@ -45,8 +52,6 @@ def adam(params: Any) -> torch.optim.Optimizer:
 
 
 def run_side(method: str, cfg: Config, batches: list, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    import lightning.pytorch as pl
-
     from callbacks.quantized_training import QuantizedTraining
     from modules.image_classifier import ImageClassifier
 
@@ -57,11 +62,10 @@ def run_side(method: str, cfg: Config, batches: list, state: dict[str, torch.Ten
     callbacks: list[Any] = [timer]
     if method != "fp":
         callbacks.insert(0, QuantizedTraining(method=method, grid="binary", delta=1.0, seed=0))
-    with _quiet_lightning():
+    with quiet_lightning():
         gc.collect()
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, max_steps=len(batches), logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             num_sanity_val_steps=0, callbacks=callbacks)
+        trainer = quiet_trainer(accelerator="cpu", devices=1, max_epochs=1, max_steps=len(batches),
+                                callbacks=callbacks)
         trainer.fit(module, train_dataloaders=InMemoryBatches(batches))
     if trainer.global_step != len(batches) or timer.start is None or timer.end is None:
         raise RuntimeError(f"{method}: ran {trainer.global_step} of {len(batches)} steps")
@@ -125,7 +129,7 @@ def benchmark(cfg: Config, steps: int, rounds: int, batch_size: int, methods: tu
     return out
 
 
-def write_markdown(path: Path, data: dict[str, Any]) -> None:
+def to_markdown(data: dict[str, Any]) -> str:
     lines = ["# Quantized training: step time of BC, SR and R relative to full precision", "",
              f"Goal: BC and SR at most {GOAL_RATIO}x the full-precision step time for {GOAL_NET} (median over rounds).",
              "", "| net | batch | steps | FP ms/step | BC ms/step | SR ms/step | R ms/step | "
@@ -162,13 +166,12 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
               "layer) and passes the gradient straight through; SR draws one uniform number per weight after every "
               "optimizer step and rounds; R rounds after every step. The cost is proportional to the number of "
               "weights, the convolutions' to weights x positions x batch, so the ratio is largest for small "
-              "batches and small inputs (small_cnn on 8x8 digits).", "", "Command:", "", "```", data["command"], "```",
-              "", f"Date: {data['date']}", "", "Machine:", "", f"- {data['machine']}", "", "Per-round ratios:", ""]
+              "batches and small inputs (small_cnn on 8x8 digits).", "", "Per-round ratios:", ""]
     for res in data["results"]:
         for m in METHODS[1:]:
             ratios = ", ".join(f"{r[f'{m}_ratio']:.3f}" for r in res["per_round"])
             lines.append(f"- {res['name']} {m.upper()}: {ratios}")
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -181,20 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default="results/quant_overhead.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        load = "?"
-    import lightning
-
-    data: dict[str, Any] = {
-        "command": "python -m benchmarks.quant_overhead " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": (f"{platform.platform()}, {os.cpu_count()} logical CPUs (shared; load average at start {load}), "
-                    f"python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__},"
-                    f" torch threads {torch.get_num_threads()}"),
-        "results": [],
-    }
+    data: dict[str, Any] = {"command": command_line("benchmarks.quant_overhead", argv),
+                            "machine": machine_info(args.threads), "results": []}
     for name in args.configs:
         cfg = CONFIGS[name]
         t0 = time.perf_counter()
@@ -205,9 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{res['sr_ratio']['median']:.3f}x, R {res['r_ratio']['median']:.3f}x ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
-    write_markdown(out.with_suffix(".md"), data)
+    write_report(out.stem, data, to_markdown(data), out.parent)
     return data
 
 
