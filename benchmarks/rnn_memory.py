@@ -13,7 +13,7 @@ Measures, per method, each in a fresh subprocess (so process-memory peaks do not
 * **process memory growth**: peak RSS (``ru_maxrss``) after the first training step minus the peak before it;
 * **time per sequence**: median over ``--steps`` batches (after one warm-up batch) of the batch time / batch size.
   BPTT and FPTT subprocesses alternate ``--repeats`` times and the medians of all their batches are reported,
-  so load changes on the shared machine hit both alike.
+  so load changes on a shared machine hit both alike.
 
 Goal fixed in advance (issue 6, item 7): FPTT saved-tensor peak <= 0.2x BPTT's, time per sequence <= 1.2x.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,13 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import (
+    REPO,
+    command_line,
+    machine_info,
+    quiet_trainer,
+    write_report,
+)
 
 
 class SavedTensorMeter:
@@ -135,9 +140,8 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 out["times"].append(dt / args.batch)
 
-    trainer = pl.Trainer(max_steps=args.steps + 1, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, callbacks=[Probe()])
+    trainer = quiet_trainer(max_steps=args.steps + 1, accelerator="cpu", devices=1, limit_val_batches=0,
+                            callbacks=[Probe()])
     trainer.fit(model, dm)
     return out
 
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print("RESULT " + json.dumps(measure(args.child, args)))
         return
+    machine = machine_info(1)  # the subprocesses run one thread each
     runs: dict[str, list[dict[str, Any]]] = {"bptt": [], "fptt": []}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     for r in range(args.repeats):
@@ -173,8 +178,8 @@ def main(argv: list[str] | None = None) -> None:
             print(method, runs[method][-1]["saved_peak_bytes"], statistics.median(runs[method][-1]["times"]),
                   flush=True)
     summary: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
-                               "machine": "cpu2 (2 shared cores), 1 thread", "torch": torch.__version__,
-                               "python": platform.python_version(), "load_average": os.getloadavg(), "methods": {}}
+                               "command": command_line("benchmarks.rnn_memory", argv), "machine": machine,
+                               "methods": {}}
     for method, rs in runs.items():
         times = [t for r in rs for t in r["times"]]
         summary["methods"][method] = {
@@ -190,15 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     time_ratio = f["seconds_per_sequence_median"] / b["seconds_per_sequence_median"]
     summary["ratios"] = {"saved_peak": mem_ratio, "rss_growth": rss_ratio, "time": time_ratio}
     summary["goals"] = {"memory_le_0.2x": mem_ratio <= 0.2, "time_le_1.2x": time_ratio <= 1.2}
-    Path(args.out).write_text(json.dumps(summary, indent=1))
     c = summary["config"]
     lines = [
         f"# FPTT ({c['parts']} windows) vs BPTT: training memory and time at T = {c['seq_len']}", "",
         f"LSTM hidden {c['hidden']}, adding task, batch {c['batch']}, Adam, clip 1.0; Lightning manual optimisation "
-        "(`modules.fptt.FPTTSequenceModel` vs `modules.sequence_model.SequenceModel`). Machine: cpu2 (2 shared "
-        f"cores), 1 thread, load average during the run {', '.join(f'{v:.1f}' for v in summary['load_average'])}. "
-        f"Command: `python -m benchmarks.rnn_memory` ({c['repeats']} alternating subprocesses per method, "
-        f"{c['steps']} timed batches each).", "",
+        "(`modules.fptt.FPTTSequenceModel` vs `modules.sequence_model.SequenceModel`), 1 thread; "
+        f"{c['repeats']} alternating subprocesses per method, {c['steps']} timed batches each (the machine and its "
+        "load average at the start and the end are given below).", "",
         "| measure | BPTT | FPTT | FPTT / BPTT | goal |", "|---|---|---|---|---|",
         f"| peak bytes saved for backward (live, parameters excluded) | {_fmt_mb(b['saved_peak_bytes'])} | "
         f"{_fmt_mb(f['saved_peak_bytes'])} | {mem_ratio:.3f} | <= 0.2: **{'met' if mem_ratio <= 0.2 else 'not met'}** |",
@@ -213,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         "(FPTT keeps one window's graph at a time). RSS growth includes allocator effects (glibc keeps freed "
         "memory), so it is an upper-bound style measure; the saved-tensor measure is the goal's.",
     ]
-    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    write_report(out.stem, summary, "\n".join(lines), out.parent)
     print("\n".join(lines))
 
 
