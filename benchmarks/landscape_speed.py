@@ -34,7 +34,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REPO, command_line, machine_info, quiet_lightning, quiet_trainer, write_report
+from benchmarks.harness import (
+    REPO,
+    command_line,
+    machine_info,
+    quiet_lightning,
+    quiet_trainer,
+    write_report,
+)
 
 GOAL_POINT_RATIO = 1.1
 GOAL_RANK_RATIO = 0.6
@@ -55,9 +62,9 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
 
-    from studies.glyphs import PooledGlyphsDataModule as PooledGlyphs
     from callbacks.loss_landscape import LossLandscape, evaluate, make_eval_data
     from modules.image_classifier import ImageClassifier
+    from studies.glyphs import PooledGlyphsDataModule as PooledGlyphs
 
     dm = PooledGlyphs(train_size=max(args.samples, 500), test_size=200, difficulty=1.0, pool=2, batch_size=args.samples)
     pl.seed_everything(0, verbose=False)
