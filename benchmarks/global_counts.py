@@ -24,13 +24,14 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from benchmarks.harness import command_line, machine_info, write_report
 
 # recipe -> (label, published params, published MACs, source)
 PUBLISHED: dict[str, tuple[str, float | None, float | None, str]] = {
@@ -179,8 +180,8 @@ def to_markdown(data: dict[str, Any]) -> str:
         return f"{v / 1e6:.3g}M" if v >= 1e6 else f"{v / 1e3:.3g}K" if v >= 1e3 else f"{v:g}"
 
     lines = ["# Global layer and SI-CNN: parameters and MACs against the published numbers", "",
-             f"Command: `{data['command']}` (each row = `python main.py report --config recipes/<recipe>.yaml "
-             "--convention all`)", "",
+             "Each row = `python main.py report --config recipes/<recipe>.yaml --convention all` (the command that "
+             "ran them all is given at the end).", "",
              "MACs per input, batch 1, torch flop counter / 2 (conv + linear, 1x1 projections included); the "
              "element-wise PDE iteration / SI interpolation is not in it (nor in the paper's thop) and is listed "
              "separately.", "",
@@ -206,18 +207,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--recipes", nargs="+", default=list(PUBLISHED))
     parser.add_argument("--out", default="results/global_counts.json")
     args = parser.parse_args(argv)
-    cmd = "python -m benchmarks.global_counts " + " ".join(argv if argv is not None else sys.argv[1:])
+    machine = machine_info()
     with tempfile.TemporaryDirectory() as tmp:
         rows = {}
         for name in args.recipes:
             rows[name] = report(name, Path(tmp))
             print(f"{name}: {rows[name]['params']:,} params, {rows[name]['macs']:.4g} MACs", flush=True)
-    data = {"command": cmd.strip(), "rows": rows, "imagenet_conventions": imagenet_conventions()}
+    data = {"command": command_line("benchmarks.global_counts", argv), "machine": machine, "rows": rows,
+            "imagenet_conventions": imagenet_conventions()}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(data))
-    print(to_markdown(data))
+    md = to_markdown(data)
+    write_report(out.stem, data, md, out.parent)
+    print(md)
     return data
 
 
