@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from benchmarks.harness import machine_info, quiet_lightning
+from benchmarks.harness import machine_info, quiet_lightning, quiet_trainer
 
 GOAL_NET = "resnet20"
 GOAL_RATIO = 0.95
@@ -195,8 +195,6 @@ _quiet_lightning = quiet_lightning  # moved to benchmarks/harness.py
 
 def run_lightning(cfg: Config, batches: list[Batch], state: dict[str, torch.Tensor]) -> Timing:
     """``ImageClassifier`` + ``lightning.Trainer`` on the CPU: no logger, checkpointing, progress bar or summary."""
-    import lightning.pytorch as pl
-
     from modules.image_classifier import ImageClassifier
 
     module = ImageClassifier(
@@ -208,16 +206,11 @@ def run_lightning(cfg: Config, batches: list[Batch], state: dict[str, torch.Tens
     with _quiet_lightning():
         gc.collect()
         t0 = time.perf_counter()
-        trainer = pl.Trainer(
+        trainer = quiet_trainer(  # no logger, checkpointing, progress bar, summary or sanity check
             accelerator="cpu",
             devices=1,
             max_epochs=1,
             max_steps=len(batches),
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
             callbacks=[timer],
         )
         trainer.fit(module, train_dataloaders=data)
