@@ -29,8 +29,11 @@ Grids (``grid=``):
   Deterministic rounding is Q_d(w) = step * sign(w) * floor(|w| / step + 1/2), clamped to the grid's range.
 
 Layers: by default the weight of every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` (and transposed conv) of the
-LightningModule; ``quantize_first`` / ``quantize_last`` drop the first / last of them (module registration order),
-``layers`` keeps only names matching one of the glob patterns, ``exclude`` drops matching names. Biases and
+LightningModule; ``layers`` keeps only names matching one of the glob patterns, ``quantize_first`` /
+``quantize_last`` drop the first / last of the layers kept (module registration order), ``exclude`` drops matching
+names. So ``layers: ["student.*"]`` confines the callback to one submodule, e.g. the student of a distillation
+module (whose frozen teacher stays in full precision), and ``quantize_last: false`` then keeps the student's own
+output layer in float. Biases and
 BatchNorm parameters stay in full precision. The layers are found when fit (or validate/test/predict) starts, so a
 model changed by another callback's ``setup`` (e.g. physically pruned channels) is quantized as it is then; optimizers
 rebuilt later in fit (e.g. pruning at a later epoch) are picked up at the next training batch.
@@ -321,8 +324,9 @@ class QuantizedTraining(pl.Callback):
         scale: ``constant`` (d = ``delta`` for every layer, the paper's) or ``per_layer`` (d_l = mean |w_l| of
             the layer's weights when first seen, then fixed; not the paper's).
         stochastic: BC only: draw Q_s in the training forward (stochastic BinaryConnect) instead of Q_d.
-        quantize_first: quantize the first conv/linear layer of the model (registration order).
-        quantize_last: quantize the last conv/linear layer of the model.
+        quantize_first: quantize the first conv/linear layer of the model (registration order; of the layers
+            that ``layers`` keeps, when given).
+        quantize_last: quantize the last conv/linear layer of the model (likewise).
         layers: keep only layers whose qualified module name matches one of these glob patterns.
         exclude: drop layers whose name matches one of these glob patterns.
         seed: seed of the generator of SR / stochastic BC (default: the ``seed_everything`` seed, else 0); the
@@ -408,13 +412,15 @@ class QuantizedTraining(pl.Callback):
             (name, m) for name, m in model.named_modules()
             if isinstance(m, _QUANTIZABLE) and isinstance(getattr(m, "weight", None), nn.Parameter)
         ]
-        chosen = list(candidates)
-        if candidates and not self.quantize_first:
-            chosen = [c for c in chosen if c[1] is not candidates[0][1]]
-        if candidates and not self.quantize_last:
-            chosen = [c for c in chosen if c[1] is not candidates[-1][1]]
+        # first/last are those of the layers kept by ``layers`` (e.g. the student's own, not a teacher's)
+        scope = candidates
         if self.layer_patterns:
-            chosen = [c for c in chosen if any(fnmatch.fnmatchcase(c[0], p) for p in self.layer_patterns)]
+            scope = [c for c in candidates if any(fnmatch.fnmatchcase(c[0], p) for p in self.layer_patterns)]
+        chosen = list(scope)
+        if scope and not self.quantize_first:
+            chosen = [c for c in chosen if c[1] is not scope[0][1]]
+        if scope and not self.quantize_last:
+            chosen = [c for c in chosen if c[1] is not scope[-1][1]]
         if self.exclude:
             chosen = [c for c in chosen if not any(fnmatch.fnmatchcase(c[0], p) for p in self.exclude)]
         if not chosen:

@@ -374,6 +374,28 @@ def test_layer_selection_first_last_and_patterns():
     assert len(model.net[7].weight.unique()) > 2 and set(model.net[0].weight.unique().tolist()) == {-0.5, 0.5}
 
 
+def test_layers_confine_first_and_last_to_one_submodule():
+    """A distillation module: ``layers: ["student.*"]`` quantizes the student only, and quantize_first/last drop
+    the student's own first/last layers, never a frozen teacher's (registered after the student here)."""
+    class Distill(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.student = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(),
+                                         nn.Linear(4, 2))
+            self.teacher = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.Linear(8, 2))
+
+    model = Distill()
+    names = lambda cb: [n for n, _ in cb.select_layers(model)]  # noqa: E731
+    assert names(QuantizedTraining(layers=["student.*"])) == ["student.0", "student.2", "student.4"]
+    assert names(QuantizedTraining(layers=["student.*"], quantize_last=False)) == ["student.0", "student.2"]
+    assert names(QuantizedTraining(layers=["student.*"], quantize_first=False)) == ["student.2", "student.4"]
+    teacher = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    cb = QuantizedTraining(method="r", delta=0.5, layers=["student.*"])
+    cb.attach(model)  # R puts the student's weights on the grid at once
+    assert set(model.student[0].weight.unique().tolist()) <= {-0.5, 0.5}
+    assert all(torch.equal(v, model.teacher.state_dict()[k]) for k, v in teacher.items())
+
+
 def test_per_layer_scale_option():
     model = Tiny()
     scales = {n: float(w.abs().mean()) for n, w in weights(model).items()}
