@@ -84,3 +84,26 @@ def test_composed_student_is_pruned_quantized_and_exported_and_the_teacher_untou
     assert sorted(c.size for c in codes) == sorted(v.numel() for v in layers)
     names = {i.name for i in model.graph.initializer}
     assert not any("teacher" in n for n in names)  # the frozen teacher is not in the deployed file
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_the_report_decides_the_claims(tmp_path: Path) -> None:
+    """Every stage at a few steps, with test, report and export, then `studies report`: each metric read, the
+    derived ratios computed, the claims decided on the one seed (pending: fewer than 5 seeds)."""
+    data = yaml.safe_load((REPO / "studies/composed_glyphs.yaml").read_text())
+    data["seeds"] = [0]
+    for stage in data["stages"].values():
+        stage["overrides"] = {**stage.get("overrides", {}), **TINY}
+    study, runs, results = tmp_path / "composed_glyphs.yaml", tmp_path / "runs", tmp_path / "results"
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0
+    assert studies("report", study, "--runs-root", runs, "--results-dir", results, "--no-wandb") == 0
+    report = json.loads((results / "composed_glyphs.json").read_text())
+    assert len(report["runs_finished"]) == report["runs_total"] == len(data["stages"])
+    root = runs / "composed_glyphs"
+    widths = {s: _state(root / s / "seed0")["state_dict"] for s in ("pruned", "q8", "composed_bc")}
+    assert widths["pruned"]["net.layer1.0.conv1.weight"].shape[0] == 6  # pruned alone: the ImageClassifier's net
+    assert widths["q8"]["net.layer1.0.conv1.weight"].shape[0] == 16  # quantized alone: not pruned
+    assert widths["composed_bc"]["student.layer1.0.conv1.weight"].shape[0] == 6
+    bc = json.loads((root / "composed_bc" / "seed0" / "metrics/export.json").read_text())
+    assert bc["metrics"]["int8_weights"] > 0 and (root / "composed_bc/seed0/export/model.onnx.packed.pt").is_file()
