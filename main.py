@@ -836,6 +836,38 @@ class RecipeCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning merges a ``--ckpt_path`` file's saved hyperparameters into the model's config (for validate /
+        test / predict). They include values linked at instantiation that the module's ``__init__`` does not take
+        (e.g. ``num_classes`` for a model without classes), which would then fail as unexpected keywords: keep
+        only the arguments the class accepts."""
+        cfg = self.config.get(self.config.get("subcommand") or "", None) if self.config.get("subcommand") else None
+        ckpt_path = cfg.get("ckpt_path") if cfg is not None else None
+        if not ckpt_path or not Path(str(ckpt_path)).is_file():
+            return super()._parse_ckpt_path()
+        import importlib
+        import inspect
+
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        class_path = hparams.pop("_class_path", None)
+        if not hparams or not class_path:
+            return super()._parse_ckpt_path()
+        module, _, name = str(class_path).rpartition(".")
+        try:
+            params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+        except (ImportError, AttributeError, TypeError, ValueError):
+            return super()._parse_ckpt_path()
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            hparams = {k: v for k, v in hparams.items() if k in params}
+        update = {self.config.subcommand: {"model": {"class_path": class_path, "dict_kwargs": hparams}}}
+        try:
+            self.config = self.parser.parse_object(update, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+
     # ---- run layout
     def _config(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
