@@ -23,7 +23,7 @@ FULLSCALE = sorted(p for p in (REPO / "studies").glob("*.yaml")
 # The default tier runs one chain of each study (the stage of its primary claim and the stages it starts from);
 # the slow tier runs every stage. ImageNet tables run in the slow tier only (224 px nets on CPU).
 DEFAULT_CHAIN = {"pruning_table1_cifar10": ["resnet56_b"]}
-DEFAULT_CHAIN["weight_sharing_cifar10"] = ["ws_r4", "narrow_r4"]  # width reduction vs WS-dr x4, ResNet-18 (primary)
+# weight_sharing_cifar10 and dcl_table run in the slow tier only: their chains took 80-100 s each in the default tier
 DEFAULT_CHAIN["nas_glue"] = ["sst2_searched"]  # SST-2 search -> searched fine-tune (primary claim: searched vs full)
 DEFAULT_CHAIN["fptt_adding"] = ["fptt_t500"]  # FPTT on the adding task, T = 500 (primary claim's stage)
 DEFAULT_CHAIN["fptt_sequential"] = ["fptt_mnist_pixel"]  # FPTT on pixel MNIST (primary claim's stage)
@@ -34,7 +34,6 @@ DEFAULT_CHAIN["avae_table1_mnist"] = ["sweep_avae_rotopt", "sweep_vae_single"]  
 DEFAULT_CHAIN["avae_3d_modelnet10"] = ["avae_so3_l16", "vae_so3_l19"]  # AVAE L16 vs VAE L19, SO(3) (primary)
 DEFAULT_CHAIN["selective_table_cifar10"] = ["osp", "sr"]  # OSP vs softmax response, ResNet-32 (primary claim)
 DEFAULT_CHAIN["disk_table"] = ["disk_resnet10_s_t_resnet10_l"]  # teacher + CE student -> DiSK, ResNet10-s (primary)
-DEFAULT_CHAIN["dcl_table"] = ["plain_resnet56_c10", "dcl_resnet56_c10"]  # DCL vs plain, ResNet-56 CIFAR-10 (primary)
 SMOKE = {"trainer.max_epochs": 1, "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1,
          "trainer.limit_test_batches": 1, "trainer.num_sanity_val_steps": 0, "trainer.accelerator": "cpu",
          "trainer.devices": 1, "trainer.precision": "32-true", "trainer.logger": False,
