@@ -51,9 +51,10 @@ def collect(study: Study, runs_root: str | Path) -> dict[str, dict[str, dict[int
                 if v is not None:
                     values[seed] = v
             out[metric.name][",".join(f"{a}={v}" for a, v in point.items())] = values
-    for metric in study.metrics.values():  # derived metrics, in the order the study file lists them
-        if metric.expr is None:
-            continue
+    pending = [m for m in study.metrics.values() if m.expr is not None]
+    while pending:  # derived metrics, each after the derived metrics it reads (acyclic: checked at load)
+        metric = next(m for m in pending if all(o in out for o in m.operands))
+        pending.remove(metric)
         first = out[metric.operands[0]]
         out[metric.name] = {}
         for pt in first:

@@ -34,6 +34,7 @@ def _features(d: dict) -> None:
         "first_acc": {"stage": "first", "key": "test/acc1", "scale": 100, "seeds": [0]},
         "second_acc": {"stage": "second", "key": "test/acc1", "scale": 100},
         "second_val": {"stage": "second", "file": "validate", "key": "val/acc1", "scale": 100},
+        "twice": {"expr": "2 * same + 1"},  # reads a derived metric listed after it
         "same": {"expr": "second_acc - first_acc", "label": "evaluation stage minus the fit's own test"},
         "ratio": {"expr": "(second_acc + 1) / (first_acc + 1)"},
     }
@@ -75,6 +76,7 @@ def test_eval_stage_seed_subset_derived_metric_and_hook(tmp_path: Path, capsys: 
     assert set(r["metrics"]["first_val"]["points"][""]["per_seed"]) == {"0", "1"}
     assert set(r["metrics"]["first_acc"]["points"][""]["per_seed"]) == {"0"}  # the metric's seed subset
     assert r["metrics"]["same"]["points"][""]["per_seed"]["0"] == pytest.approx(0.0, abs=1e-4)
+    assert r["metrics"]["twice"]["points"][""]["per_seed"]["0"] == pytest.approx(1.0, abs=1e-3)
     acc = r["metrics"]["first_acc"]["points"][""]["per_seed"]["0"]
     assert r["metrics"]["ratio"]["points"][""]["per_seed"]["0"] == pytest.approx(1.0, abs=1e-6) and acc > 0
     assert r["extra"]["hook_saw"] == pytest.approx(acc / 100, abs=1e-6)
