@@ -323,6 +323,16 @@ class DiSK(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of a run that pruned the student (``L1FilterPruning`` with ``target: student``) narrows the
+        student to its saved widths before the weights are loaded, so ``DiSK.load_from_checkpoint`` and a Trainer
+        without the pruning callback load it; any other checkpoint is left alone (the teacher is never pruned)."""
+        state = checkpoint.get("l1_filter_pruning")
+        if isinstance(state, dict) and state.get("pruned") and state.get("target") == "student":
+            from callbacks.l1_filter_pruning import restore_pruned_widths
+
+            restore_pruned_widths(self, checkpoint)
+
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.student_ckpt:
             load_net_weights(self.student, self.hparams.student_ckpt, "student", "student_ckpt",

@@ -68,6 +68,12 @@ def test_composed_student_is_pruned_quantized_and_exported_and_the_teacher_untou
     assert student["layer1.0.conv1.weight"].shape[0] == 6 < teacher["layer1.0.conv1.weight"].shape[0] == 16
     assert student["layer1.0.conv2.weight"].shape == (16, 6, 3, 3)
     assert ckpt["l1_filter_pruning"]["target"] == "student"
+    # the module alone (no pruning callback) loads the composed checkpoint: the student narrowed, the teacher whole
+    from modules.disk import DiSK
+
+    loaded = DiSK.load_from_checkpoint(student_run / "checkpoints/last.ckpt", weights_only=True)
+    assert loaded.student.layer1[0].conv1.out_channels == 6 and loaded.teacher.layer1[0].conv1.out_channels == 16
+    assert torch.equal(loaded.student.layer1[0].conv1.weight, student["layer1.0.conv1.weight"])
     report_s = json.loads((student_run / "metrics/report.json").read_text())
     report_t = json.loads((teacher_run / "metrics/report.json").read_text())
     assert report_s["macs"] < 0.7 * report_t["macs"]
