@@ -26,16 +26,20 @@ class TestAccuracyAtStart(pl.Callback):
             return
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "test_dataloader"):
-            raise ValueError("TestAccuracyAtStart needs a datamodule with a test_dataloader")
+            raise ValueError(f"{type(self).__name__} needs a datamodule with a test_dataloader")
         was_training = pl_module.training
         pl_module.eval()
         correct = total = 0
         for batch in datamodule.test_dataloader():
-            x, y = batch[0].to(pl_module.device), batch[1].to(pl_module.device)
-            correct += int((pl_module(x).argmax(1) == y).sum())
-            total += len(y)
+            c, n = self.count_correct(pl_module, batch)
+            correct, total = correct + c, total + n
         pl_module.train(was_training)
-        self.value = 100.0 * correct / total
+        self.value = 100.0 * correct / max(1, total)
+
+    def count_correct(self, pl_module: pl.LightningModule, batch: Any) -> tuple[int, int]:
+        """(correct top-1 predictions, examples) of one test batch ``(x, y, ...)``; override for other batches."""
+        x, y = batch[0].to(pl_module.device), batch[1].to(pl_module.device)
+        return int((pl_module(x).argmax(1) == y).sum()), len(y)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.value is not None:

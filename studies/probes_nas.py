@@ -22,6 +22,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from studies.probes import TestAccuracyAtStart
+
 __all__ = ["SearchSummary", "ArchCost", "TextTestAccuracyAtStart", "arch_tokens"]
 
 
@@ -103,39 +105,13 @@ class ArchCost(pl.Callback):
             pl_module.log(key, value, on_step=False, on_epoch=True)
 
 
-class TextTestAccuracyAtStart(pl.Callback):
+class TextTestAccuracyAtStart(TestAccuracyAtStart):
     """Top-1 accuracy (%) on the datamodule's test split when training starts (after ``init_from`` loaded the
     supernet's weights into the searched subnet), logged as ``key`` at the end of every training epoch. Measured
-    on a fresh start only and kept in the checkpoint, so a resumed run reports the value of its first start."""
+    on a fresh start only and kept in the checkpoint, so a resumed run reports the value of its first start.
+    :class:`studies.probes.TestAccuracyAtStart` for the text modules' dict batches."""
 
-    def __init__(self, key: str = "start/test_acc1") -> None:
-        self.key = key
-        self.value: float | None = None
-
-    @torch.no_grad()
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_step > 0 or self.value is not None:
-            return
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "test_dataloader"):
-            raise ValueError("TextTestAccuracyAtStart needs a datamodule with a test_dataloader")
-        was_training = pl_module.training
-        pl_module.eval()
-        correct = total = 0
-        for batch in datamodule.test_dataloader():
-            batch = {k: v.to(pl_module.device) for k, v in batch.items()}
-            pred = pl_module._logits(batch).argmax(-1)
-            correct += int((pred == batch["labels"]).sum())
-            total += int(batch["labels"].numel())
-        pl_module.train(was_training)
-        self.value = 100.0 * correct / max(1, total)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.value is not None:
-            pl_module.log(self.key, self.value, on_step=False, on_epoch=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"value": self.value}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.value = state_dict.get("value")
+    def count_correct(self, pl_module: pl.LightningModule, batch: Any) -> tuple[int, int]:
+        batch = {k: v.to(pl_module.device) for k, v in batch.items()}
+        pred = pl_module._logits(batch).argmax(-1)
+        return int((pred == batch["labels"]).sum()), int(batch["labels"].numel())

@@ -22,11 +22,7 @@ TINY = {"data.init_args.train_size": 256, "data.init_args.test_size": 20, "data.
         "model.init_args.optimizer.init_args.lr": 3.0e-3, "trainer.callbacks": [SWEEP]}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def test_avae_glyphs_tiny(tmp_path: Path) -> None:

@@ -22,11 +22,7 @@ TINY = {"data.init_args.train_size": 64, "data.init_args.test_size": 64, "traine
         "trainer.limit_train_batches": 2, "trainer.logger": False}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def _tiny_study(tmp_path: Path) -> Path:

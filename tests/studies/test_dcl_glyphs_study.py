@@ -17,11 +17,7 @@ TINY = {"data.init_args.train_size": 200, "data.init_args.test_size": 40, "train
         "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 ALL = ["plain_imbalanced", "dcl_imbalanced", "plain_noisy", "dcl_noisy", "dcl_noisy_calibration"]

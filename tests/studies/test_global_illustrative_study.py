@@ -19,11 +19,7 @@ TINY = {"data.init_args.train_size": 256, "data.init_args.test_size": 200, "trai
         "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def test_global_illustrative_tiny(tmp_path: Path) -> None:

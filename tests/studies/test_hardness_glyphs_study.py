@@ -25,11 +25,7 @@ TINY = {"data.init_args.train_size": 64, "data.init_args.test_size": TEST_SIZE, 
         "trainer.limit_train_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def _tiny_study(tmp_path: Path, hybrid_epochs: int, fast: bool = False) -> Path:

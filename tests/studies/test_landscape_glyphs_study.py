@@ -22,11 +22,7 @@ FIT = {"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1,
        "trainer.callbacks.init_args.x_grid": "-1:1:3", "trainer.callbacks.init_args.sharpness_directions": 2}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def _tiny_study(tmp_path: Path) -> Path:

@@ -15,12 +15,7 @@ import yaml
 from tests.recipes.smoke_data_text import write_tiny_bert
 from tests.studies.tiny import REPO, studies
 
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def _tiny_study(tmp_path: Path) -> tuple[Path, dict]:

@@ -16,11 +16,7 @@ TINY_DATA = {"data.init_args.train_size": 96, "data.init_args.test_size": 60, "t
              "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def test_prune_glyphs_tiny(tmp_path: Path) -> None:

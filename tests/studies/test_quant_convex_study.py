@@ -19,11 +19,7 @@ from tests.studies.tiny import REPO, studies
 TINY = {"trainer.max_epochs": 3, "data.init_args.steps_per_epoch": 100, "trainer.logger": False}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def test_quant_convex_tiny(tmp_path: Path) -> None:

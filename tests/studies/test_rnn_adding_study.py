@@ -21,11 +21,7 @@ TINY = {"data.init_args.seq_len": 20, "data.init_args.batch_size": 32, "data.ini
         "trainer.log_every_n_steps": 10}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def _tiny_study(tmp_path: Path, stages: list[str], seeds: list[int]) -> Path:

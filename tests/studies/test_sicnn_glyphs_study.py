@@ -18,11 +18,7 @@ TINY = {"data.init_args.train_size": 128, "data.init_args.test_size": 68, "train
         "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def test_sicnn_glyphs_tiny(tmp_path: Path) -> None:

@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 
 from studies.spec import StudyError, load_study
-from tests.studies.tiny import REPO, metrics, studies, tiny_study
+from tests.studies.tiny import metrics, studies, tiny_study
 
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def _features(d: dict) -> None:
