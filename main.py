@@ -207,6 +207,34 @@ class ArmWandb(pl.Callback):
                 arm()
 
 
+class KeepRunMetrics(pl.Callback):
+    """Keeps a run's scalar metrics across ``--ckpt_path`` so that ``metrics/fit.json`` of a resumed run holds
+    what the uninterrupted run's would.
+
+    Every checkpoint stores the scalars of ``trainer.callback_metrics`` (under ``run_metrics``). On resume, the
+    ones that the resumed fit does not log again are put back at the end of the fit. This matters most for a run
+    killed after its last checkpoint but before ``fit.json`` was written: resuming it trains no further step, so
+    without the stored values the metrics that probes log at the end of training would be missing."""
+
+    KEY = "run_metrics"
+
+    def __init__(self) -> None:
+        self.restored: dict[str, float] = {}
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = {**self.restored, **{k: float(v) for k, v in trainer.callback_metrics.items()
+                                                    if isinstance(v, torch.Tensor) and v.numel() == 1}}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        saved = checkpoint.get(self.KEY)
+        self.restored = {str(k): float(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for key, value in self.restored.items():
+            if key not in trainer.callback_metrics:
+                trainer.callback_metrics[key] = torch.tensor(value)
+
+
 # ---------------------------------------------------------------------------------------------- safe loading
 # What this project's checkpoints hold beyond tensors and plain containers (hyperparameters may keep paths).
 SAFE_GLOBALS: list[Any] = [Path, type(Path()), getattr(__import__("pathlib"), "PurePosixPath")]
@@ -1012,6 +1040,8 @@ class RecipeCLI(LightningCLI):
                                                 enable_version_counter=False))
             if not any(isinstance(c, NonFiniteLossGuard) for c in recipe_callbacks):
                 defaults.append(NonFiniteLossGuard())
+            if self.subcommand == "fit":
+                defaults.append(KeepRunMetrics())
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": defaults}
             # a recipe's own ModelCheckpoint without a dirpath saves into the run's checkpoints/ as well
             for c in recipe_callbacks:

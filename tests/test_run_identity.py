@@ -125,3 +125,19 @@ def test_identity_diff_ignores_arguments_added_since_and_compares_list_items():
     assert identity_diff(old, new) == ["model.init_args.lr", "trainer.callbacks.0.init_args.a"]
     new["trainer"]["callbacks"].append({"class_path": "Q"})
     assert "trainer.callbacks" in identity_diff(old, new)
+
+
+def test_resuming_a_finished_run_writes_the_same_fit_metrics(runs_root):
+    """A run killed after its last checkpoint but before metrics/fit.json was written resumes at its end and trains no
+    step; its fit.json still holds the metrics of the uninterrupted run (main.KeepRunMetrics)."""
+    run_dir = Path(runs_root) / "quickstart"
+    cli_main(quick(runs_root, "--trainer.limit_val_batches=2"))
+    wandb.finish()
+    fit_json = run_dir / "metrics" / "fit.json"
+    first = json.loads(fit_json.read_text())["metrics"]
+    assert {"val/acc1", "train/loss"} <= set(first), first
+    fit_json.unlink()  # the kill came after the checkpoint, before the metrics file
+    resumed = cli_main(quick(runs_root, "--ckpt_path=last"))
+    wandb.finish()
+    assert resumed.trainer.global_step == 3  # nothing left to train
+    assert json.loads(fit_json.read_text())["metrics"] == first
