@@ -15,8 +15,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 NOT_BENCHMARKS = {"__init__.py", "harness.py", "seeds.py"}
-BEING_PORTED = {"avae_glyphs.py", "global_illustrative.py", "landscape_glyphs.py",
-                "sicnn_glyphs.py"}
+BEING_PORTED = {"avae_glyphs.py"}
 MOVED_ONTO_THE_HARNESS = {"avae_search_speed.py", "deploy_latency.py", "landscape_speed.py", "nas_latency.py",
                           "quant_overhead.py", "rnn_memory.py", "global_counts.py", "gpu_plain_loop.py",
                           "throughput.py", "overhead.py", "gpu_recipes.py"}
