@@ -10,8 +10,10 @@ longer exists (a script still in the tree is left alone: its study is not finish
   studies/<study>.yaml``;
 * a leftover ``(`--study cells`)``-style option note right after the mention is dropped.
 
-``results/`` is not touched: its reports record how earlier numbers were made, with the commit that had the
-script.
+In ``results/`` the reports are not touched: they record how earlier numbers were made, with the commit that had
+the script. Only the hand-written rows of ``results/README.md`` (outside the block that ``python -m studies readme``
+generates) get a label: a row whose command is a deleted script says it is an old-path number, not rerun through
+the recipes yet, and names the study that replaces the script; the command itself is kept.
 
 Usage (from the repository root)::
 
@@ -53,6 +55,34 @@ def rewrite(text: str, mapping: dict[str, str]) -> tuple[str, int]:
     return text, count
 
 
+OLD_PATH = "old path, not rerun through the recipes yet (script since removed; the study is `{study}`): "
+GENERATED = ("<!-- studies:begin", "<!-- studies:end")
+
+
+def label_results_rows(text: str, mapping: dict[str, str]) -> tuple[str, int]:
+    """Labels the hand-written rows of results/README.md whose command is a deleted script (see the docstring)."""
+    count, inside, out = 0, False, []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(GENERATED[0]):
+            inside = True
+        elif line.startswith(GENERATED[1]):
+            inside = False
+        if not inside and line.startswith("|") and "not rerun" not in line:
+            if "old path (script since removed" in line:
+                line = line.replace("old path (script since removed", "old path, not rerun through the recipes yet "
+                                    "(script since removed")
+                count += 1
+            else:
+                for old, new in mapping.items():
+                    mention = f"`python -m benchmarks.{old}"
+                    if mention in line:
+                        line = line.replace(mention, OLD_PATH.format(study=f"studies/{new}.yaml") + mention, 1)
+                        count += 1
+                        break
+        out.append(line)
+    return "".join(out), count
+
+
 def files() -> list[Path]:
     out: list[Path] = []
     for pattern in GLOBS:
@@ -77,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 path.write_text(new)
                 print(f"{rel}: {n} mention(s) rewritten")
+    results = REPO / "results" / "README.md"
+    if results.is_file():
+        new, n = label_results_rows(results.read_text(), mapping)
+        if n:
+            left += n
+            if args.check:
+                print(f"results/README.md: {n} row(s) of deleted scripts without the old-path label")
+            else:
+                results.write_text(new)
+                print(f"results/README.md: {n} row(s) labelled as old path")
     if args.check and left:
         print("run: python recipes/migrations/study_references.py", file=sys.stderr)
         return 1
