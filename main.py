@@ -925,6 +925,11 @@ class RecipeCLI(LightningCLI):
         if self.subcommand == "report":
             trainer.logger = False
             trainer.enable_checkpointing = False
+            # a recipe's own ModelCheckpoint would clash with enable_checkpointing=False; a report saves nothing
+            callbacks = trainer.get("callbacks")
+            if isinstance(callbacks, list):
+                trainer.callbacks = [c for c in callbacks if not str(
+                    c.get("class_path", "") if hasattr(c, "get") else type(c).__name__).endswith("ModelCheckpoint")]
             trainer.enable_progress_bar = False
             if cfg.get("ckpt_path") in ("last", "auto"):
                 cfg.ckpt_path = str(self._last_ckpt_or_fail(cfg.ckpt_path))

@@ -9,7 +9,8 @@ budget, ``trainer.max_steps``, counts ``max_steps x batch_size`` samples), with 
   two FLOPs per MAC), the MACs counted by ``main.py report``. The assumption is printed.
 
 A run on G GPUs is assumed to scale linearly (same GPU-hours, 1/G the wall time). Test and report steps are left
-out (one pass over the test split).
+out (one pass over the test split), and so are evaluation-only stages (``fit: false``: one pass over the evaluation
+split, shown as 0 GPU-hours with that reason).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from studies.spec import Study
 THROUGHPUT_FILES = ("results/gpu_recipes.json", "results/throughput.json")
 ASSUMED_FLOPS = 4e12  # effective training FLOP/s of one GPU; the measured CIFAR ResNets give 3-4e12 in fp32
 TRAIN_IMAGES = {"CIFAR10DataModule": 50_000, "CIFAR100DataModule": 50_000, "ImageNetDataModule": 1_281_167,
-                "MNISTDataModule": 60_000}
+                "MNISTDataModule": 60_000, "PaddedMNISTDataModule": 60_000,
+                "ModelNet10DataModule": 3_991}  # ModelNet10's standard training split (908 test objects)
 GLUE_TRAIN = {"sst2": 67_349, "qnli": 104_743, "qqp": 363_846, "mnli": 392_702}  # GLUE training rows per task
 
 
@@ -120,9 +122,16 @@ def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...
     out = []
     for stage, runs in runs_per_stage.items():
         s = study.stages[stage]
+        if not s.fit:
+            out.append(StageCost(stage, runs, s.gpus, 0.0, 0, 1.0, "evaluation only (fit: false): one pass over the "
+                                 "evaluation split, left out like test steps"))
+            continue
         epochs = _setting(study, stage, "trainer.max_epochs")
         cls = str(_setting(study, stage, "data.class_path") or "").rsplit(".", 1)[-1]
         images = TRAIN_IMAGES.get(cls) or _setting(study, stage, "data.init_args.train_size")
+        subset = _setting(study, stage, "data.init_args.train_subset")
+        if isinstance(subset, int) and subset > 0 and images:
+            images = min(int(images), subset)
         if cls == "GlueDataModule":  # the task's training rows, less a held-out share (val_from_train)
             rows = GLUE_TRAIN.get(str(_setting(study, stage, "data.init_args.task") or "sst2"))
             held = _setting(study, stage, "data.init_args.val_from_train") or 0.0
@@ -147,6 +156,9 @@ def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...
             if macs and any(k in model for k in ("Sequence", "FPTT", "fptt", "sequence")):
                 source += ("; main.py report does not count the recurrent cells' MACs over time, so this is a lower "
                            "bound on the cost of a recurrent net")
+            if macs and "AffineVAE" in model and str(_setting(study, stage, "model.init_args.mode")) != "none":
+                source += ("; the pose search's extra passes (random restarts x Adam steps per image, where the "
+                           "module searches) are not counted, so this is a lower bound")
         out.append(StageCost(stage, runs, s.gpus, None if epochs is None else float(epochs),
                              None if images is None else int(images), ips, source))
     return out
@@ -160,6 +172,9 @@ def format_costs(costs: list[StageCost]) -> str:
         if per is None:
             unknown.append(c.stage)
             lines.append(f"  {c.stage}: {c.runs} run(s) x ? GPU-h ({c.source}; epochs {c.epochs}, images {c.images})")
+            continue
+        if c.epochs == 0 and not c.images:
+            lines.append(f"  {c.stage}: {c.runs} run(s) x 0 GPU-h ({c.source})")
             continue
         total += c.gpu_hours or 0.0
         lines.append(f"  {c.stage}: {c.runs} run(s) x {per:.2f} GPU-h = {c.gpu_hours:.2f} GPU-h "

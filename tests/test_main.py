@@ -172,6 +172,14 @@ def test_report_convention_all(tmp_path, runs_root):
     assert got["params"] == pytest.approx(21.8e6, rel=0.01)
 
 
+def test_report_on_a_recipe_with_its_own_model_checkpoint(tmp_path, runs_root):
+    """The landscape recipes add a ModelCheckpoint of their own; a report (which saves nothing) still counts them."""
+    out = tmp_path / "r.json"
+    cli_main(["report", "--config", "recipes/landscape_resnet20_cifar10.yaml", f"--runs_root={runs_root}",
+              f"--json={out}"])
+    assert json.loads(out.read_text())["macs"] == pytest.approx(4.06e7, rel=0.01)
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(runs_root, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(quick_args(runs_root, "--trainer.callbacks+=tests.probes.NaNInjector",

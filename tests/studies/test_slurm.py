@@ -312,3 +312,28 @@ def test_dry_run_gpu_hours_match_a_hand_calculation(slurm: Path, tmp_path: Path,
     assert "base: 3 GPU job(s) x 2 GPU(s)" in out and "pruned: 3 GPU job(s) x 1 GPU(s)" in out
     assert "after base" in out and "total: 4.5 GPU-hours" in out
     assert not (tmp_path / "slurm").exists()
+
+
+def test_dry_run_costs_evaluation_only_stages_at_zero_and_knows_mnist(tmp_path: Path) -> None:
+    """A fit: false stage trains nothing (0 GPU-h, said so); PaddedMNIST counts MNIST's 60,000 training images, or
+    its train_subset; an AffineVAE that searches poses is flagged as a lower bound."""
+    from studies import cost
+    from studies.spec import load_study
+
+    def chain(d: dict) -> None:
+        d["seeds"] = [0]
+        d["stages"] = {"vae": {"recipe": "recipes/avae_vae2d_mnist40_l8_rot.yaml",
+                               "overrides": {"data.init_args.train_subset": 6000}},
+                       "sweep": {"recipe": "recipes/avae_vae2d_mnist40_l8_rot.yaml", "init_from": "vae",
+                                 "fit": False, "validate": True}}
+        d["metrics"] = {"loss": {"stage": "vae", "key": "test/loss"}}
+        d["claims"] = {}
+
+    study = load_study(tiny_study(tmp_path / "c.yaml", chain))
+    costs = {c.stage: c for c in cost.estimate(study, {"vae": 1, "sweep": 1}, [])}
+    assert costs["vae"].images == 6000 and costs["vae"].epochs == 90
+    assert costs["vae"].gpu_hours == pytest.approx(90 * 6000 / costs["vae"].images_per_s / 3600)
+    assert "lower bound" in costs["vae"].source
+    assert costs["sweep"].gpu_hours == 0.0 and "evaluation only" in costs["sweep"].source
+    text = cost.format_costs(list(costs.values()))
+    assert "sweep: 1 run(s) x 0 GPU-h (evaluation only" in text and "without" not in text
