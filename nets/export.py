@@ -25,10 +25,13 @@ Quantized weights (what is true of the artifacts, stated in the summary's ``note
   and zero point 0, read through ``DequantizeLinear`` (weight-only QDQ; binary weights {-d, +d} are codes
   {-1, +1} with scale d, ternary and k-bit grids codes -q..q with scale = grid step; the dequantized values
   are bit-identical to the eager quantized weights). **Integers are stored, execution is float**: onnxruntime
-  folds the constant ``DequantizeLinear`` into float32 weights and runs float kernels. This is checked, not
-  assumed: :func:`onnxruntime_integer_ops` reads the runtime's optimized graph and the summary's
+  runs float kernels on the dequantized weights. It does not fold the constant ``DequantizeLinear`` away: in
+  the optimized graphs read so far (the 8-bit ResNet-20 students of studies/composed_glyphs.yaml) every
+  ``DequantizeLinear`` stays, with a ``Cast`` and ``Expand`` around it and the BatchNorm after it left unfused,
+  and runs at every call, so a weight-only QDQ model can be slower than the same net exported in float. This
+  is checked, not assumed: :func:`onnxruntime_optimized_ops` reads the runtime's optimized graph; the summary's
   ``integer_execution`` is True only where integer kernels (``QLinearConv``, ``ConvInteger``, ``MatMulInteger``,
-  ...) are in it. Integer execution would need static QDQ with calibrated activation scales, which this module
+  ...) are in it, and ``dequantize_nodes_in_optimized_graph`` counts the ``DequantizeLinear`` nodes left. Integer execution would need static QDQ with calibrated activation scales, which this module
   does not produce.
 * ``.pt2``: the program holds the quantized weights as float32 values on the grid (no integer storage).
 * Binary and ternary nets additionally get the packed format ``<out>.packed.pt`` (1 bit per binary weight, 2 per
@@ -329,7 +332,8 @@ def _onnx_program(model: nn.Module, example: tuple, dynamic: bool, optimize: boo
 
 def _onnx_program_unoptimized(model: nn.Module, example: tuple, dynamic: bool) -> Any:
     # the exporter's optimizer folds BatchNorm into the preceding conv's weight under the weight's own name, so
-    # the stored weight would leave the grid; onnxruntime does that folding itself when it loads the model
+    # the stored weight would leave the grid; the BatchNorm then stays a separate node (onnxruntime does not fold
+    # it into a conv whose weight comes out of a DequantizeLinear)
     return _onnx_program(model, example, dynamic, optimize=False)
 
 
@@ -396,8 +400,8 @@ def onnxruntime_session(path: str | os.PathLike, threads: int = 1, optimized_pat
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def onnxruntime_integer_ops(path: str | os.PathLike) -> dict[str, int]:
-    """Op types (with counts) of onnxruntime's optimized graph of ``path`` that compute with integers."""
+def onnxruntime_optimized_ops(path: str | os.PathLike) -> dict[str, int]:
+    """Op types (with counts) of onnxruntime's optimized graph of ``path`` (what the CPU session runs)."""
     (onnx,) = require_deploy("onnx")
     with tempfile.TemporaryDirectory() as tmp:
         opt = os.path.join(tmp, "optimized.onnx")
@@ -405,9 +409,13 @@ def onnxruntime_integer_ops(path: str | os.PathLike) -> dict[str, int]:
         graph = onnx.load(opt, load_external_data=False).graph
     counts: dict[str, int] = {}
     for node in graph.node:
-        if node.op_type in INTEGER_OPS:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def onnxruntime_integer_ops(path: str | os.PathLike) -> dict[str, int]:
+    """Op types (with counts) of onnxruntime's optimized graph of ``path`` that compute with integers."""
+    return {op: n for op, n in onnxruntime_optimized_ops(path).items() if op in INTEGER_OPS}
 
 
 def run_onnx(session: Any, inputs: tuple) -> list[torch.Tensor]:
@@ -522,13 +530,17 @@ def _export_eval(model: nn.Module, path: Path, fmt: str, example_input: Any, qua
 
         summary["runtime"] = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
         summary["int8_weights"] = n_int8
-        integer_ops = onnxruntime_integer_ops(path)
+        optimized = onnxruntime_optimized_ops(path)
+        integer_ops = {op: n for op, n in optimized.items() if op in INTEGER_OPS}
         summary["integer_ops_in_optimized_graph"] = integer_ops
         summary["integer_execution"] = bool(integer_ops)
+        summary["dequantize_nodes_in_optimized_graph"] = optimized.get("DequantizeLinear", 0)
         if n_int8:
+            left = optimized.get("DequantizeLinear", 0)
             how = ("integer kernels in onnxruntime's optimized graph: " + ", ".join(integer_ops)) if integer_ops \
-                else ("onnxruntime's optimized graph has no integer kernel: DequantizeLinear is folded into "
-                      "float32 weights")
+                else ("onnxruntime's optimized graph has no integer kernel; " + (
+                    f"{left} DequantizeLinear node(s) stay in it and dequantize the weights at every call" if left
+                    else "its DequantizeLinear nodes were folded into float32 weights"))
             notes.append(f"weight-only QDQ: integers stored ({n_int8} int8 weight tensors), float execution ({how})")
     else:
         tmp = path.with_name(".tmp-" + path.name)

@@ -24,6 +24,7 @@ from nets.export import (
     load_packed,
     load_packed_into,
     onnxruntime_integer_ops,
+    onnxruntime_optimized_ops,
     onnxruntime_session,
     run_onnx,
 )
@@ -252,6 +253,11 @@ def test_binary_checkpoint_stores_int8_codes_runs_in_float_and_writes_the_packed
     # honest about execution: onnxruntime's optimized graph has no integer kernel
     assert summary["integer_execution"] is False and onnxruntime_integer_ops(summary["path"]) == {}
     assert any("float execution" in n for n in summary["notes"])
+    # ... and about what happens to the DequantizeLinear nodes: the note reports what the optimized graph holds
+    left = onnxruntime_optimized_ops(summary["path"]).get("DequantizeLinear", 0)
+    assert summary["dequantize_nodes_in_optimized_graph"] == left
+    note = next(n for n in summary["notes"] if "float execution" in n)
+    assert (f"{left} DequantizeLinear node(s) stay" in note) if left else ("were folded" in note)
     # the ONNX model computes what validation computes (BinaryConnect's forward at Q_d of the float buffers)
     trained.eval()
     x = torch.randn(3, 1, 8, 8)
