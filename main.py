@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -720,6 +721,31 @@ class RecipeSaveConfig(SaveConfigCallback):
                 logger.experiment.config.update(config, allow_val_change=True)
 
 
+def _not_called_in_forward(model: nn.Module, example: Any) -> dict[str, nn.Module]:
+    """The outermost submodules with parameters that one eval forward of ``model`` on ``example`` never calls
+    (e.g. the frozen teacher and the guide of a distillation module, whose forward is the student's): what a
+    report of the deployed net leaves out of its parameter counts."""
+    called: set[int] = set()
+    handles = [m.register_forward_pre_hook(lambda mod, args: called.add(id(mod))) for m in model.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*(example if isinstance(example, tuple) else (example,)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    out: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(prefix + ".") for prefix in out):
+            continue
+        inside = [id(m) for m in module.modules()]
+        if not any(i in called for i in inside) and any(True for _ in module.parameters()):
+            out[name] = module
+    return out
+
+
 class RecipeTrainer(pl.Trainer):
     """``pl.Trainer`` with ``report`` and ``export`` subcommands."""
 
@@ -755,13 +781,18 @@ class RecipeTrainer(pl.Trainer):
                 "the module's __init__."
             )
         x = model.example_input_array
+        unused = _not_called_in_forward(model, x)
         result = {
-            "params": count_params(model, "all" if convention == "all" else "li2017"),
+            "params": count_params(model, "all" if convention == "all" else "li2017")
+            - sum(count_params(m, "all" if convention == "all" else "li2017") for m in unused.values()),
             "macs": count_macs(model, x, convention),
-            "params_all": count_params(model, "all"),
+            "params_all": count_params(model, "all") - sum(count_params(m, "all") for m in unused.values()),
             "convention": convention,
         }
         print(f"model: {type(model).__name__}" + (f" ({model.hparams.get('net')})" if model.hparams else ""))
+        if unused:
+            print(f"not counted (the forward that is deployed never calls them): {', '.join(unused)} "
+                  f"({sum(count_params(m, 'all') for m in unused.values()):,} parameters)")
         print(f"parameters ({convention}): {result['params']:,} ({result['params']:.3g})")
         print(f"parameters (all):      {result['params_all']:,}")
         print(f"MACs per input ({convention}): {result['macs']:.4g}")
@@ -769,7 +800,7 @@ class RecipeTrainer(pl.Trainer):
             Path(json).parent.mkdir(parents=True, exist_ok=True)
             Path(json).write_text(jsonlib.dumps({"params": result["params"], "macs": result["macs"],
                                                  "params_all": result["params_all"], "convention": convention,
-                                                 "ckpt_path": ckpt_path}, indent=2))
+                                                 "not_counted": sorted(unused), "ckpt_path": ckpt_path}, indent=2))
             print(f"wrote {json}")
         return result
 

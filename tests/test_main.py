@@ -180,6 +180,20 @@ def test_report_on_a_recipe_with_its_own_model_checkpoint(tmp_path, runs_root):
     assert json.loads(out.read_text())["macs"] == pytest.approx(4.06e7, rel=0.01)
 
 
+def test_report_of_a_distillation_recipe_counts_the_student_only(tmp_path, runs_root, capsys):
+    """DiSK's forward is its student's; the frozen teacher and the guide are named and left out of the counts."""
+    from nets import create_net
+
+    out = tmp_path / "r.json"
+    cli_main(["report", "--config", "recipes/glyphs/disk_resnet10_xxxs_glyphs_t_resnet10_s.yaml",
+              f"--runs_root={runs_root}", f"--json={out}"])
+    got = json.loads(out.read_text())
+    student = create_net("resnet10_xxxs", num_classes=20, in_channels=1)
+    assert got["params_all"] == sum(p.numel() for p in student.parameters())
+    assert got["not_counted"] == ["guide", "teacher"]
+    assert "not counted (the forward that is deployed never calls them): teacher, guide" in capsys.readouterr().out
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(runs_root, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(quick_args(runs_root, "--trainer.callbacks+=tests.probes.NaNInjector",
