@@ -89,7 +89,8 @@ def plan(study: Study, runs_root: str | Path, only: list[str] | None = None) -> 
             args["report"] = ["report", *base, "--json", str(run_dir / "metrics" / "report.json"),
                               "--ckpt_path", weights]
         if "export" in steps:  # ONNX, checked against eager PyTorch, its stored size and onnxruntime latency
-            args["export"] = ["export", *base, "--ckpt_path", weights, "--format", "onnx", "--latency", "true",
+            args["export"] = ["export", *base, "--ckpt_path", weights, "--format", "onnx",
+                              "--latency", "true" if stage.export_latency else "false",
                               "--out", str(run_dir / "export" / "model.onnx"), "--overwrite", "true"]
         out.append(PlannedRun(run=run, run_dir=run_dir, steps=steps, args=args,
                               upstream=[study.upstream_run(run, up).key for up in stage.upstream],

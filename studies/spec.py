@@ -19,7 +19,7 @@ TOP_KEYS = {"name", "header", "seeds", "seed_overrides", "axes", "stages", "metr
             "report_hook"}
 HEADER_KEYS = {"title", "paper", "section", "published", "command", "notes", "previous_source"}
 STAGE_KEYS = {"recipe", "overrides", "init_from", "checkpoints", "seeds", "budget_min", "test", "report", "gpus",
-              "fit", "validate", "export"}
+              "fit", "validate", "export", "export_latency"}
 METRIC_KEYS = {"stage", "file", "key", "scale", "where", "label", "previous", "seeds", "expr"}
 EXPR_FUNCS = {"abs": abs, "min": min, "max": max, "log": math.log, "exp": math.exp, "sqrt": math.sqrt}
 CLAIM_KEYS = {"a", "b", "test", "margin", "paired", "min_seeds", "confidence", "value", "primary", "label",
@@ -51,6 +51,7 @@ class Stage:
     fit: bool = True  # False: no training; validate/test the init_from stage's last.ckpt with this stage's recipe
     validate: bool = False  # also `main.py validate` (on the run's last.ckpt, or the upstream's when fit is False)
     export: bool = False  # also `main.py export --format onnx --latency true` (metrics/export.json: size, latency)
+    export_latency: bool = True  # false: export and check only, no onnxruntime timing (e.g. in a smoke run)
 
     @property
     def upstream(self) -> list[str]:
@@ -354,7 +355,7 @@ def _stages(where: str, data: Any, seeds: tuple[int, ...], axes: dict, root: Pat
             raise StudyError(f"{where}: {key}.gpus must be a positive integer (GPUs of one run on a cluster), got "
                              f"{gpus!r}.")
         stage_axes = tuple(a for a, s in axes.items() if s["stages"] is None or name in s["stages"])
-        for flag in ("fit", "validate", "test", "report", "export"):
+        for flag in ("fit", "validate", "test", "report", "export", "export_latency"):
             if flag in spec and not isinstance(spec[flag], bool):
                 raise StudyError(f"{where}: {key}.{flag} must be true or false, got {spec[flag]!r}.")
         fit = spec.get("fit", True)
@@ -365,8 +366,11 @@ def _stages(where: str, data: Any, seeds: tuple[int, ...], axes: dict, root: Pat
             if not (spec.get("validate") or spec.get("test")):
                 raise StudyError(f"{where}: {key} has fit: false but neither validate: true nor test: true, so it "
                                  "would run nothing; set the step(s) it should run on the init_from stage's weights.")
+        if "export_latency" in spec and not spec.get("export"):
+            raise StudyError(f"{where}: {key}.export_latency is set but {key}.export is not true: the latency is "
+                             "measured by the export step; set export: true, or remove export_latency.")
         flags = {"fit": bool(fit), "validate": bool(spec.get("validate", False)),
-                 "export": bool(spec.get("export", False))}
+                 "export": bool(spec.get("export", False)), "export_latency": bool(spec.get("export_latency", True))}
         out[str(name)] = Stage(
             name=str(name), recipe=recipe, overrides=_overrides(where, f"{key}.overrides", spec.get("overrides")),
             init_from=spec.get("init_from"), checkpoints=dict(checkpoints),

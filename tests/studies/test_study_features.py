@@ -124,3 +124,26 @@ def test_paired_claim_on_a_seed_subset(tmp_path: Path) -> None:
 
     s = load_study(tiny_study(tmp_path / "b.yaml", subset))
     assert s.metric_seeds("first_acc") == (0, 1)
+
+
+def test_export_latency_false_exports_and_checks_without_timing(tmp_path: Path) -> None:
+    from studies.runner import plan
+    from studies.spec import StudyError
+
+    def no_timing(d: dict) -> None:
+        d["stages"]["first"]["export"] = True
+        d["stages"]["first"]["export_latency"] = False
+        d["stages"]["second"]["export"] = True
+
+    study = load_study(tiny_study(tmp_path / "s.yaml", no_timing))
+    args = {p.run.key: p.args["export"] for p in plan(study, tmp_path / "runs")}
+    first = args["first/seed0"]
+    assert first[first.index("--latency") + 1] == "false" and "--out" in first
+    second = args["second/seed0"]
+    assert second[second.index("--latency") + 1] == "true"  # the default: exports are timed
+
+    def orphan(d: dict) -> None:
+        d["stages"]["first"]["export_latency"] = False
+
+    with pytest.raises(StudyError, match=r"first.export_latency is set but .*export is not true"):
+        load_study(tiny_study(tmp_path / "bad.yaml", orphan))
