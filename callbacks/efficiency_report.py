@@ -91,6 +91,22 @@ def _batch_of(x: Any) -> int:
 
 
 @torch.no_grad()
+def _rnn_macs(rnn: nn.RNNBase, x: Any) -> float:
+    """Multiply-accumulates of one call of an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` on the padded tensor ``x`` (all
+    time steps, all samples): gates x hidden x (layer input + hidden) per step, layer and direction."""
+    if not isinstance(x, torch.Tensor):
+        return 0.0  # a PackedSequence: its lengths vary, left uncounted
+    steps_and_batch = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]
+    gates = {"LSTM": 4, "GRU": 3}.get(rnn.mode, 1)
+    directions = 2 if rnn.bidirectional else 1
+    hidden, out = rnn.hidden_size, getattr(rnn, "proj_size", 0) or rnn.hidden_size
+    total, width = 0, rnn.input_size
+    for _ in range(rnn.num_layers):
+        total += directions * gates * hidden * (width + out) + directions * (hidden * out if out != hidden else 0)
+        width = out * directions
+    return float(steps_and_batch * total)
+
+
 def count_macs(model: nn.Module, example_input: Any, convention: Convention = "li2017") -> float:
     """Multiply-accumulates per input (the example's batch dimension is divided out)."""
     batch = _batch_of(example_input)
@@ -99,9 +115,27 @@ def count_macs(model: nn.Module, example_input: Any, convention: Convention = "l
     model.eval()
     try:
         if convention == "all":
-            with FlopCounterMode(display=False) as counter:
-                model(*_as_tuple(example_input))
-            return counter.get_total_flops() / 2 / batch
+            # torch's flop counter sees inside nn.LSTM / nn.GRU / nn.RNN only where the op is decomposed into
+            # matmuls (on CPU it misses the fused LSTM): their gate matmuls are counted from the input's shape at
+            # every time step, in place of whatever the counter saw inside them
+            counter = FlopCounterMode(display=False)
+            correction, seen = [0.0], {}
+
+            def before(mod: nn.Module, inp: Any) -> None:
+                seen[id(mod)] = counter.get_total_flops()
+
+            def after(mod: nn.Module, inp: Any, out: Any) -> None:
+                correction[0] += _rnn_macs(mod, inp[0]) - (counter.get_total_flops() - seen.pop(id(mod))) / 2
+
+            rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+            hooks = [m.register_forward_pre_hook(before) for m in rnns] + [m.register_forward_hook(after) for m in rnns]
+            try:
+                with counter:
+                    model(*_as_tuple(example_input))
+            finally:
+                for h in hooks:
+                    h.remove()
+            return (counter.get_total_flops() / 2 + correction[0]) / batch
         if convention != "li2017":
             raise ValueError(f"convention must be 'li2017' or 'all', got {convention!r}")
         total = [0]

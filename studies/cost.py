@@ -30,7 +30,8 @@ from studies.spec import Study
 THROUGHPUT_FILES = ("results/gpu_recipes.json", "results/throughput.json")
 ASSUMED_FLOPS = 4e12  # effective training FLOP/s of one GPU; the measured CIFAR ResNets give 3-4e12 in fp32
 TRAIN_IMAGES = {"CIFAR10DataModule": 50_000, "CIFAR100DataModule": 50_000, "ImageNetDataModule": 1_281_167,
-                "MNISTDataModule": 60_000, "PaddedMNISTDataModule": 60_000,
+                "MNISTDataModule": 60_000, "PaddedMNISTDataModule": 60_000, "NoisyMNISTDataModule": 60_000,
+                "SequentialCIFAR10DataModule": 50_000,
                 "ModelNet10DataModule": 3_991}  # ModelNet10's standard training split (908 test objects)
 GLUE_TRAIN = {"sst2": 67_349, "qnli": 104_743, "qqp": 363_846, "mnli": 392_702}  # GLUE training rows per task
 
@@ -89,7 +90,7 @@ def _setting(study: Study, stage: str, dotted: str) -> Any:
     return node
 
 
-def _macs(recipe: str, overrides: dict[str, Any]) -> float | None:
+def _macs(recipe: str, overrides: dict[str, Any], convention: str = "li2017") -> float | None:
     """MACs per image of the recipe's net (``main.py report --json``, in this process; None if it fails)."""
     import tempfile
 
@@ -98,7 +99,7 @@ def _macs(recipe: str, overrides: dict[str, Any]) -> float | None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
-        args = ["report", "--config", recipe, "--json", str(out)]
+        args = ["report", "--config", recipe, "--json", str(out), f"--convention={convention}"]
         args += [f"--{k}={as_cli_value(v)}" for k, v in overrides.items() if k.startswith("model.")]
         buf = io.StringIO()
         loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
@@ -148,14 +149,16 @@ def estimate(study: Study, runs_per_stage: dict[str, int], files: tuple[str, ...
         if stem in measured:
             ips, source = measured[stem][0], f"measured: {measured[stem][1]}"
         else:
-            macs = _macs(s.recipe, s.overrides) if count_macs else None
+            model = str(_setting(study, stage, "model.class_path") or "")
+            recurrent = any(k in model for k in ("Sequence", "FPTT", "fptt", "sequence"))
+            # a recurrent cell's matmuls are not conv/linear modules: torch's flop counter sees them at every step
+            macs = _macs(s.recipe, s.overrides, "all" if recurrent else "li2017") if count_macs else None
             ips = ASSUMED_FLOPS / (6 * macs) if macs else None
             source = (f"assumed: {macs:.3g} MACs/image at {ASSUMED_FLOPS:.0e} FLOP/s, 6 FLOPs/MAC" if macs else
                       "unknown: no measurement and no MAC count")
-            model = str(_setting(study, stage, "model.class_path") or "")
-            if macs and any(k in model for k in ("Sequence", "FPTT", "fptt", "sequence")):
-                source += ("; main.py report does not count the recurrent cells' MACs over time, so this is a lower "
-                           "bound on the cost of a recurrent net")
+            if macs and recurrent:
+                source += (" (torch's flop counter over every time step); a recurrent net runs its steps one after "
+                           "another, so a GPU reaches less than this FLOP rate: a lower bound")
             if macs and "AffineVAE" in model and str(_setting(study, stage, "model.init_args.mode")) != "none":
                 source += ("; the pose search's extra passes (random restarts x Adam steps per image, where the "
                            "module searches) are not counted, so this is a lower bound")
@@ -171,7 +174,9 @@ def format_costs(costs: list[StageCost]) -> str:
         per = c.gpu_hours_per_run
         if per is None:
             unknown.append(c.stage)
-            lines.append(f"  {c.stage}: {c.runs} run(s) x ? GPU-h ({c.source}; epochs {c.epochs}, images {c.images})")
+            why = "; the training-set size of this datamodule is not known without its data" if c.images is None else ""
+            lines.append(f"  {c.stage}: {c.runs} run(s) x ? GPU-h ({c.source}; epochs {c.epochs}, images {c.images}"
+                         f"{why})")
             continue
         if c.epochs == 0 and not c.images:
             lines.append(f"  {c.stage}: {c.runs} run(s) x 0 GPU-h ({c.source})")

@@ -63,6 +63,28 @@ def test_all_convention_counts_attention_matmuls():
     assert count_macs(model, x, "all") == li + 2 * tokens * tokens * d
 
 
+class _Recurrent(nn.Module):
+    def __init__(self, cell: type[nn.RNNBase], layers: int = 1, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.rnn = cell(3, 8, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(8 * (2 if bidirectional else 1), 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("cell,gates", [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)])
+def test_all_convention_counts_recurrent_layers_at_every_step(cell, gates):
+    """torch's flop counter sees nothing inside nn.LSTM/GRU/RNN; the count adds gates x hidden x (input + hidden)
+    per time step, layer and direction, per input."""
+    steps, head = 20, 8 * 5
+    x = torch.zeros(2, steps, 3)
+    assert count_macs(_Recurrent(cell), x, "all") == steps * gates * 8 * (3 + 8) + head
+    # two layers, both directions: the second layer reads both directions' outputs
+    both = count_macs(_Recurrent(cell, layers=2, bidirectional=True), x, "all")
+    assert both == steps * 2 * gates * 8 * ((3 + 8) + (16 + 8)) + 2 * head
+
+
 def test_training_memory_scales_with_batch_and_leaves_model_untouched():
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(),
                           nn.Linear(16 * 16 * 16, 10))
