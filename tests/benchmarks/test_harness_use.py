@@ -2,8 +2,8 @@
 from it, builds no Lightning ``Trainer`` of its own (``harness.quiet_trainer`` does) and names no machine by hand
 (a report says the machine through ``harness.machine_info``, detected at run time).
 
-The old reproduction scripts that are being ported to studies (and the seeds helper) are left out until they are
-gone; a name in that list whose file no longer exists is simply skipped."""
+benchmarks/ holds speed and memory measurements only: the reproductions that used to live here (with their own
+training loops) are studies now (studies/*.yaml, run through main.py by the studies runner)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-NOT_BENCHMARKS = {"__init__.py", "harness.py", "seeds.py"}
-BEING_PORTED = {"avae_glyphs.py"}
+NOT_BENCHMARKS = {"__init__.py", "harness.py"}
 MOVED_ONTO_THE_HARNESS = {"avae_search_speed.py", "deploy_latency.py", "landscape_speed.py", "nas_latency.py",
                           "quant_overhead.py", "rnn_memory.py", "global_counts.py", "gpu_plain_loop.py",
                           "throughput.py", "overhead.py", "gpu_recipes.py"}
@@ -23,7 +22,7 @@ MACHINE_NAMES = re.compile(r"cpu2", re.IGNORECASE)
 
 
 def scripts() -> list[Path]:
-    return sorted(p for p in BENCHMARKS.glob("*.py") if p.name not in NOT_BENCHMARKS | BEING_PORTED)
+    return sorted(p for p in BENCHMARKS.glob("*.py") if p.name not in NOT_BENCHMARKS)
 
 
 def imports_harness(tree: ast.AST) -> bool:

@@ -79,3 +79,11 @@ def test_sweep_leaves_the_training_random_state_alone() -> None:
     assert curves == probe.sweep(model, images, seed=0)  # its own generators: the same numbers again
     with pytest.raises(RotationSweepError, match="angles must include 0"):
         RotationSweep(angles=[30, 90])
+
+
+def test_rise_is_far_angles_minus_upright() -> None:
+    from studies.probes_avae import RotationSweepError, rise
+
+    assert rise([10.0, 11.0, 20.0, 30.0], [0.0, 30.0, 60.0, 90.0]) == pytest.approx(15.0)
+    with pytest.raises(RotationSweepError, match="angle 0"):
+        rise([10.0, 20.0], [30.0, 90.0])
