@@ -13,7 +13,8 @@ longer exists (a script still in the tree is left alone: its study is not finish
 In ``results/`` the reports are not touched: they record how earlier numbers were made, with the commit that had
 the script. Only the hand-written rows of ``results/README.md`` (outside the block that ``python -m studies readme``
 generates) get a label: a row whose command is a deleted script says it is an old-path number, not rerun through
-the recipes yet, and names the study that replaces the script; the command itself is kept.
+the recipes yet, and names the study that replaces the script; the command itself is kept. A row that already says
+it was rerun through the recipes (edited by hand when its study's rerun finished) is left alone.
 
 Usage (from the repository root)::
 
@@ -67,7 +68,7 @@ def label_results_rows(text: str, mapping: dict[str, str]) -> tuple[str, int]:
             inside = True
         elif line.startswith(GENERATED[1]):
             inside = False
-        if not inside and line.startswith("|") and "not rerun" not in line:
+        if not inside and line.startswith("|") and "not rerun" not in line and "rerun through the recipes" not in line:
             if "old path (script since removed" in line:
                 line = line.replace("old path (script since removed", "old path, not rerun through the recipes yet "
                                     "(script since removed")
