@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.studies.tiny import REPO, metrics, studies
+from tests.studies.tiny import REPO, metrics, run_tiny
 
 TINY = {"data.init_args.train_size": 256, "data.init_args.test_size": 200, "trainer.max_epochs": 1,
         "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1}
@@ -27,11 +27,7 @@ def test_global_illustrative_tiny(tmp_path: Path) -> None:
     data["seeds"] = [0]
     for stage in data["stages"].values():
         stage["overrides"] = {**stage.get("overrides", {}), **TINY}
-    study = tmp_path / "global_illustrative.yaml"
-    study.write_text(yaml.safe_dump(data, sort_keys=False))
-    runs = tmp_path / "runs"
-    assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0
-    assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path / "results", "--no-wandb") == 0
+    runs = run_tiny(data, tmp_path)
     report = json.loads((tmp_path / "results/global_illustrative.json").read_text())
     value = {name: m["points"][""]["per_seed"]["0"] for name, m in report["metrics"].items()}
     assert set(value) == set(data["metrics"])

@@ -45,7 +45,7 @@ def _tiny_study(tmp_path: Path) -> tuple[Path, dict]:
 @pytest.mark.parametrize("slow", [pytest.param(False, id="chain"),
                                   pytest.param(True, id="all", marks=pytest.mark.slow)])
 def test_nas_synthetic_tiny(tmp_path: Path, slow: bool) -> None:
-    study, data = _tiny_study(tmp_path)
+    study, _data = _tiny_study(tmp_path)
     runs = tmp_path / "runs"
     only = [] if slow else ["--only", "searched"]
     assert studies("run", study, "--runs-root", runs, "--launcher", "debug", *only) == 0

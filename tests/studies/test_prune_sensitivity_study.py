@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.studies.tiny import REPO, studies
+from tests.studies.tiny import REPO, run_tiny
 
 TINY = {"data.init_args.train_size": 1280, "data.init_args.test_size": 300}
 
@@ -35,11 +35,7 @@ def test_prune_sensitivity_tiny(tmp_path: Path) -> None:
         plot["metrics"] = [m for m in plot["metrics"] if m in kept]
     for claim in data["claims"].values():
         claim["min_seeds"] = 2
-    study = tmp_path / "prune_sensitivity.yaml"
-    study.write_text(yaml.safe_dump(data, sort_keys=False))
-    runs = tmp_path / "runs"
-    assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0
-    assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path / "results", "--no-wandb") == 0
+    runs = run_tiny(data, tmp_path)
 
     sweep_dir = runs / "prune_sensitivity/sweep/seed0"
     assert not (sweep_dir / "checkpoints").exists()  # evaluation only: nothing trained

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tests.studies.tiny import REPO, studies
+from tests.studies.tiny import REPO, run_tiny
 
 # 3 learning-rate phases of 100 steps; no W&B (its start-up dominates such short runs)
 TINY = {"trainer.max_epochs": 3, "data.init_args.steps_per_epoch": 100, "trainer.logger": False}
@@ -35,11 +35,7 @@ def test_quant_convex_tiny(tmp_path: Path) -> None:
         m["key"] = m["key"].replace("phase5", "phase1")  # 3 phases here: "falls / stalls" from phase 1 to 3
     for stage in data["stages"].values():
         stage["overrides"] = {**stage.get("overrides", {}), **TINY}
-    study = tmp_path / "quant_convex.yaml"
-    study.write_text(yaml.safe_dump(data, sort_keys=False))
-    runs = tmp_path / "runs"
-    assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0
-    assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path / "results", "--no-wandb") == 0
+    runs = run_tiny(data, tmp_path)
     report = json.loads((tmp_path / "results/quant_convex.json").read_text())
 
     def value(name: str) -> float:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.studies.tiny import REPO, studies
+from tests.studies.tiny import REPO, run_tiny
 
 TINY = {"data.init_args.train_size": 64, "data.init_args.test_size": 40, "trainer.max_epochs": 1,
         "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1}
@@ -36,11 +36,7 @@ def test_quant_glyphs_tiny(tmp_path: Path, seeds: list[int]) -> None:
         stage["overrides"] = {**stage.get("overrides", {}), **TINY}
     for claim in data["claims"].values():
         claim["min_seeds"] = 2
-    study = tmp_path / "quant_glyphs.yaml"
-    study.write_text(yaml.safe_dump(data, sort_keys=False))
-    runs = tmp_path / "runs"
-    assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0
-    assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path / "results", "--no-wandb") == 0
+    runs = run_tiny(data, tmp_path)
     report = json.loads((tmp_path / "results/quant_glyphs.json").read_text())
     for name in ("fp_acc", "bc_acc", "sr_acc", "r_acc", "fp_train_acc", "r_train_acc"):
         per_seed = report["metrics"][name]["points"][""]["per_seed"]

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from studies.seeds import Comparison, Interval, compare, format_table, main, mean_ci, t_quantile
+from studies.seeds import (
+    Comparison,
+    Interval,
+    compare,
+    format_table,
+    main,
+    mean_ci,
+    t_quantile,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -179,7 +187,7 @@ def test_cli_too_few_seeds_exits_nonzero(tmp_path):
     fb.write_text(json.dumps(B[:4]))
     proc = subprocess.run(
         [sys.executable, "-m", "studies.seeds", str(fa), str(fb), "--margin", "0.5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 2
     assert "min_seeds=5" in proc.stderr

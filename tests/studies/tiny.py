@@ -51,3 +51,14 @@ def studies(*args: str) -> int:
 
 def metrics(run_dir: Path, step: str) -> dict[str, float]:
     return json.loads((run_dir / "metrics" / f"{step}.json").read_text())["metrics"]
+
+
+def run_tiny(data: dict[str, Any], tmp_path: Path) -> Path:
+    """Writes a shrunk copy of a repository study (``data``, named by its ``name``) into ``tmp_path``, runs it with
+    the in-process debug launcher and reports it into ``tmp_path / "results"`` (no W&B); returns the runs root."""
+    study = tmp_path / f"{data['name']}.yaml"
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    runs = tmp_path / "runs"
+    assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0
+    assert studies("report", study, "--runs-root", runs, "--results-dir", tmp_path / "results", "--no-wandb") == 0
+    return runs
