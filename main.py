@@ -721,29 +721,11 @@ class RecipeSaveConfig(SaveConfigCallback):
                 logger.experiment.config.update(config, allow_val_change=True)
 
 
-def _not_called_in_forward(model: nn.Module, example: Any) -> dict[str, nn.Module]:
-    """The outermost submodules with parameters that one eval forward of ``model`` on ``example`` never calls
-    (e.g. the frozen teacher and the guide of a distillation module, whose forward is the student's): what a
-    report of the deployed net leaves out of its parameter counts."""
-    called: set[int] = set()
-    handles = [m.register_forward_pre_hook(lambda mod, args: called.add(id(mod))) for m in model.modules()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*(example if isinstance(example, tuple) else (example,)))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    out: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        if not name or any(name.startswith(prefix + ".") for prefix in out):
-            continue
-        inside = [id(m) for m in module.modules()]
-        if not any(i in called for i in inside) and any(True for _ in module.parameters()):
-            out[name] = module
-    return out
+def _not_deployed(model: nn.Module) -> dict[str, nn.Module]:
+    """The submodules a module declares as training-only in ``not_deployed`` (e.g. DiSK's frozen teacher and its
+    guide: the deployed net is the student): a report of the deployed net leaves their parameters out."""
+    names = getattr(model, "not_deployed", ()) or ()
+    return {n: m for n in names if isinstance(m := getattr(model, n, None), nn.Module)}
 
 
 class RecipeTrainer(pl.Trainer):
@@ -762,7 +744,9 @@ class RecipeTrainer(pl.Trainer):
         """Print the parameters and MACs of the recipe's model (no data, no training).
 
         Args:
-            json: also write ``{"params": ..., "macs": ..., "params_all": ...}`` to this file.
+            json: also write ``{"params": ..., "macs": ..., "params_all": ...}`` to this file. Parameters of the
+                submodules a module declares training-only (``not_deployed``, e.g. DiSK's teacher and guide) are
+                left out and listed under ``not_counted``.
             convention: ``li2017`` (conv and linear MACs, the pruning paper's) or ``all`` (torch flop counter / 2).
             ckpt_path: count the net of this checkpoint (``last``: the run's last.ckpt) as it was saved: pruned
                 widths, a searched sub-network, anything a ``restore_structure`` rebuilds. Without it, the net the
@@ -781,7 +765,7 @@ class RecipeTrainer(pl.Trainer):
                 "the module's __init__."
             )
         x = model.example_input_array
-        unused = _not_called_in_forward(model, x)
+        unused = _not_deployed(model)
         result = {
             "params": count_params(model, "all" if convention == "all" else "li2017")
             - sum(count_params(m, "all" if convention == "all" else "li2017") for m in unused.values()),
@@ -791,7 +775,7 @@ class RecipeTrainer(pl.Trainer):
         }
         print(f"model: {type(model).__name__}" + (f" ({model.hparams.get('net')})" if model.hparams else ""))
         if unused:
-            print(f"not counted (the forward that is deployed never calls them): {', '.join(unused)} "
+            print(f"not counted (training-only parts, not deployed): {', '.join(unused)} "
                   f"({sum(count_params(m, 'all') for m in unused.values()):,} parameters)")
         print(f"parameters ({convention}): {result['params']:,} ({result['params']:.3g})")
         print(f"parameters (all):      {result['params_all']:,}")

@@ -222,6 +222,9 @@ class DiSK(pl.LightningModule):
             last batches of an epoch step with what they have.
     """
 
+    # training-only parts: the deployed net is the student (`main.py report` leaves these out of its counts)
+    not_deployed = ("teacher", "guide")
+
     def __init__(
         self,
         student: str | nn.Module | None = "resnet10_s",

@@ -181,7 +181,7 @@ def test_report_on_a_recipe_with_its_own_model_checkpoint(tmp_path, runs_root):
 
 
 def test_report_of_a_distillation_recipe_counts_the_student_only(tmp_path, runs_root, capsys):
-    """DiSK's forward is its student's; the frozen teacher and the guide are named and left out of the counts."""
+    """DiSK declares its frozen teacher and its guide training-only (not_deployed): they are named and left out."""
     from nets import create_net
 
     out = tmp_path / "r.json"
@@ -191,7 +191,7 @@ def test_report_of_a_distillation_recipe_counts_the_student_only(tmp_path, runs_
     student = create_net("resnet10_xxxs", num_classes=20, in_channels=1)
     assert got["params_all"] == sum(p.numel() for p in student.parameters())
     assert got["not_counted"] == ["guide", "teacher"]
-    assert "not counted (the forward that is deployed never calls them): teacher, guide" in capsys.readouterr().out
+    assert "not counted (training-only parts, not deployed): teacher, guide" in capsys.readouterr().out
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(runs_root, capsys):
