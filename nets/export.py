@@ -31,8 +31,9 @@ Quantized weights (what is true of the artifacts, stated in the summary's ``note
   and runs at every call, so a weight-only QDQ model can be slower than the same net exported in float. This
   is checked, not assumed: :func:`onnxruntime_optimized_ops` reads the runtime's optimized graph; the summary's
   ``integer_execution`` is True only where integer kernels (``QLinearConv``, ``ConvInteger``, ``MatMulInteger``,
-  ...) are in it, and ``dequantize_nodes_in_optimized_graph`` counts the ``DequantizeLinear`` nodes left. Integer execution would need static QDQ with calibrated activation scales, which this module
-  does not produce.
+  ...) are in it, and ``dequantize_nodes_in_optimized_graph`` counts the ``DequantizeLinear`` nodes left.
+  Integer execution would need static QDQ with calibrated activation scales, which this module does not
+  produce.
 * ``.pt2``: the program holds the quantized weights as float32 values on the grid (no integer storage).
 * Binary and ternary nets additionally get the packed format ``<out>.packed.pt`` (1 bit per binary weight, 2 per
   ternary weight, the quantization callback's ``quantized_training/v1`` dict, saved with ``torch.save``).
