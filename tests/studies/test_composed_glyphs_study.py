@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from tests.studies.tiny import REPO, studies
+from tests.studies.tiny import REPO, repo_study, studies
 
 TINY = {"data.init_args.train_size": 64, "data.init_args.test_size": 64, "trainer.max_epochs": 1,
         "trainer.limit_train_batches": 2, "trainer.logger": False}
@@ -95,10 +95,7 @@ def test_composed_student_is_pruned_quantized_and_exported_and_the_teacher_untou
 def test_every_stage_runs_and_the_report_decides_the_claims(tmp_path: Path) -> None:
     """Every stage at a few steps, with test, report and export, then `studies report`: each metric read, the
     derived ratios computed, the claims decided on the one seed (pending: fewer than 5 seeds)."""
-    data = yaml.safe_load((REPO / "studies/composed_glyphs.yaml").read_text())
-    data["seeds"] = [0]
-    for stage in data["stages"].values():
-        stage["overrides"] = {**stage.get("overrides", {}), **TINY}
+    data = repo_study("composed_glyphs", [0], TINY)
     study, runs, results = tmp_path / "composed_glyphs.yaml", tmp_path / "runs", tmp_path / "results"
     study.write_text(yaml.safe_dump(data, sort_keys=False))
     assert studies("run", study, "--runs-root", runs, "--launcher", "debug") == 0

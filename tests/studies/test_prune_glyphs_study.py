@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.studies.tiny import REPO, studies
+from tests.studies.tiny import REPO, repo_study, studies
 
 TINY_DATA = {"data.init_args.train_size": 96, "data.init_args.test_size": 60, "trainer.max_epochs": 1,
              "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1}
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def test_prune_glyphs_tiny(tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "studies/prune_glyphs.yaml").read_text())
-    data["seeds"] = [0, 1]
-    for stage in data["stages"].values():
-        stage["overrides"] = {**stage.get("overrides", {}), **TINY_DATA}
+    data = repo_study("prune_glyphs", [0, 1], TINY_DATA)
     for name in ("pruned", "pruned_mild"):
         data["stages"][name]["overrides"]["model.init_args.lr_scheduler.init_args.T_max"] = 1
     for claim in data["claims"].values():

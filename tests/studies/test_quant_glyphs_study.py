@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from tests.studies.tiny import REPO, run_tiny
+from tests.studies.tiny import repo_study, run_tiny
 
 TINY = {"data.init_args.train_size": 64, "data.init_args.test_size": 40, "trainer.max_epochs": 1,
         "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1}
@@ -30,10 +29,7 @@ def _quantized_weights(ckpt: dict) -> dict[str, torch.Tensor]:
                                    pytest.param([0, 1], id="2seeds", marks=pytest.mark.slow)])
 def test_quant_glyphs_tiny(tmp_path: Path, seeds: list[int]) -> None:
     """One seed in the default run (claims stay pending); two seeds (claims decided) in the slow tier."""
-    data = yaml.safe_load((REPO / "studies/quant_glyphs.yaml").read_text())
-    data["seeds"] = seeds
-    for stage in data["stages"].values():
-        stage["overrides"] = {**stage.get("overrides", {}), **TINY}
+    data = repo_study("quant_glyphs", seeds, TINY)
     for claim in data["claims"].values():
         claim["min_seeds"] = 2
     runs = run_tiny(data, tmp_path)

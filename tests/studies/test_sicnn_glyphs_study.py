@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.studies.tiny import REPO, metrics, run_tiny
+from tests.studies.tiny import metrics, repo_study, run_tiny
 
 TINY = {"data.init_args.train_size": 128, "data.init_args.test_size": 68, "trainer.max_epochs": 1,
         "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1}
@@ -22,10 +21,7 @@ pytestmark = pytest.mark.usefixtures("repo_cwd")  # tests/studies/conftest.py
 
 
 def test_sicnn_glyphs_tiny(tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "studies/sicnn_glyphs.yaml").read_text())
-    data["seeds"] = [0]
-    for stage in data["stages"].values():
-        stage["overrides"] = {**stage.get("overrides", {}), **TINY}
+    data = repo_study("sicnn_glyphs", [0], TINY)
     runs = run_tiny(data, tmp_path)
     report = json.loads((tmp_path / "results/sicnn_glyphs.json").read_text())
     value = {name: m["points"][""]["per_seed"]["0"] for name, m in report["metrics"].items()}

@@ -53,6 +53,16 @@ def metrics(run_dir: Path, step: str) -> dict[str, float]:
     return json.loads((run_dir / "metrics" / f"{step}.json").read_text())["metrics"]
 
 
+def repo_study(name: str, seeds: list[int], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The repository's ``studies/<name>.yaml`` as a dict, with ``seeds`` and ``overrides`` merged into the
+    overrides of every stage (a shrunk copy for a tiny test run)."""
+    data = yaml.safe_load((REPO / "studies" / f"{name}.yaml").read_text())
+    data["seeds"] = list(seeds)
+    for stage in data["stages"].values():
+        stage["overrides"] = {**stage.get("overrides", {}), **(overrides or {})}
+    return data
+
+
 def run_tiny(data: dict[str, Any], tmp_path: Path) -> Path:
     """Writes a shrunk copy of a repository study (``data``, named by its ``name``) into ``tmp_path``, runs it with
     the in-process debug launcher and reports it into ``tmp_path / "results"`` (no W&B); returns the runs root."""
