@@ -238,7 +238,12 @@ def run_job(run_dir: str, steps: list[list[str]], threads: int) -> dict[str, Any
         except SystemExit as e:  # a user-facing error, already printed as one paragraph
             if REQUEUING:  # submitit checkpointed and requeued this job (SLURM's USR2): let its exit through
                 raise
-            error = f"main.py {args[0]} exited with status {e.code} (its error is printed above in this log)"
+            if type(e).__name__ == "SIGTERMException":  # Lightning's exit after a SIGTERM (kill, preemption)
+                error = (f"main.py {args[0]} was stopped by SIGTERM (killed or preempted) before it finished; "
+                         "running the study again resumes this run from its last checkpoint (or starts it "
+                         "afresh if it wrote none)")
+            else:
+                error = f"main.py {args[0]} exited with status {e.code} (its error is printed above in this log)"
         except Exception:  # noqa: BLE001 - reported to the runner, which prints it
             error = traceback.format_exc()
         _finish_wandb()

@@ -129,3 +129,32 @@ def test_plan_expands_axes_seeds_and_checkpoint_links(tmp_path: Path) -> None:
     assert json.loads(fit[fit.index("--wandb_tags") + 1]) == ["tiny", "second", "seed=1", "lr=hi"]
     assert p.steps == ["fit", "test"] and p.args["test"][-2:] == ["--ckpt_path", "last"]
     assert p.upstream == ["first/seed1"] and p.budget_min == 5
+
+
+def test_a_run_stopped_by_sigterm_says_so_and_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """Lightning turns a SIGTERM (a kill, a preemption) into SIGTERMException, a SystemExit without a code: the job
+    reports that, not "exited with status None"; a plain SystemExit keeps its status."""
+    import main
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from studies.runner import run_job
+
+    def stopped(args: list[str]) -> None:
+        raise SIGTERMException
+
+    (tmp_path / "study_run.json").write_text(json.dumps({"steps": []}))  # the runner writes it before the job
+    monkeypatch.setattr(main, "cli_main", stopped)
+    out = run_job(str(tmp_path), [["fit", "--config", "x.yaml"]], threads=1)
+    assert out["ok"] is False and out["step"] == "fit"
+    assert "stopped by SIGTERM" in out["error"] and "resumes this run from its last checkpoint" in out["error"]
+    assert "status None" not in out["error"]
+
+    def refused(args: list[str]) -> None:
+        raise SystemExit(2)
+
+    monkeypatch.setattr(main, "cli_main", refused)
+    out = run_job(str(tmp_path), [["test", "--config", "x.yaml"]], threads=1)
+    assert out["ok"] is False and "exited with status 2" in out["error"]
+    steps = json.loads((tmp_path / "study_run.json").read_text())["steps"]
+    assert [(s["step"], s["ok"]) for s in steps] == [("fit", False), ("test", False)]
