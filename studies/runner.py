@@ -352,7 +352,8 @@ class StudyLock:
     @staticmethod
     def holder(root: Path) -> int | None:
         try:
-            pid = int((root / "run.lock").read_text().split()[0])
+            fields = (root / "run.lock").read_text().split()
+            pid = int(fields[0])
         except (OSError, ValueError, IndexError):
             return None
         try:
@@ -361,6 +362,10 @@ class StudyLock:
             return None
         except PermissionError:
             pass
+        # a stale lock whose pid now belongs to another process (pids are reused): the start times differ
+        started = _process_start(pid)
+        if len(fields) > 1 and started is not None and fields[1] != started:
+            return None
         return pid
 
     def __enter__(self) -> Self:
@@ -371,12 +376,23 @@ class StudyLock:
                 f"{self.path.parent} (see {self.path}); two runners would start the same runs. Wait for it to end "
                 "(`python -m studies status` shows the progress), or stop that process first."
             )
-        self.path.write_text(f"{os.getpid()}\n")
+        self.path.write_text(f"{os.getpid()} {_process_start(os.getpid()) or ''}".rstrip() + "\n")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.holder(self.path.parent) == os.getpid():
             self.path.unlink(missing_ok=True)
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, /proc/<pid>/stat field 22), None where /proc has
+    no such entry (another OS, or the process is gone). Together with the pid it names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces: fields 3, 4, ...
+    return rest[19] if len(rest) > 19 else None
 
 
 def _outcome(job: Any, p: PlannedRun) -> str:

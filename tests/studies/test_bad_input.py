@@ -158,3 +158,29 @@ def test_a_run_stopped_by_sigterm_says_so_and_how_to_resume(tmp_path: Path, monk
     assert out["ok"] is False and "exited with status 2" in out["error"]
     steps = json.loads((tmp_path / "study_run.json").read_text())["steps"]
     assert [(s["step"], s["ok"]) for s in steps] == [("fit", False), ("test", False)]
+
+
+def test_a_stale_lock_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
+    """A runner killed without cleanup leaves its lock; when another process later gets the same pid, the lock's
+    start time no longer matches and the study is not blocked by that stranger."""
+    import os
+    import subprocess
+    import sys
+
+    from studies.runner import StudyLock, _process_start
+
+    if _process_start(os.getpid()) is None:
+        pytest.skip("no /proc on this system: only the pid is checked")
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = _process_start(stranger.pid)
+        assert start is not None
+        (tmp_path / "run.lock").write_text(f"{stranger.pid} {int(start) - 1}\n")  # the pid, another process's time
+        assert StudyLock.holder(tmp_path) is None
+        (tmp_path / "run.lock").write_text(f"{stranger.pid} {start}\n")  # the same process: it holds the study
+        assert StudyLock.holder(tmp_path) == stranger.pid
+        (tmp_path / "run.lock").write_text(f"{stranger.pid}\n")  # a lock from before start times were written
+        assert StudyLock.holder(tmp_path) == stranger.pid
+    finally:
+        stranger.kill()
+        stranger.wait()
