@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import platform
 import subprocess
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +204,15 @@ def _fmt(x: Any, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
+def _digits(values: Iterable[Any]) -> int:
+    """Decimals for one row of the metrics table: 2, or enough to show 3 significant digits of the row's largest
+    value when every value is below 1 (an MSE of 0.0042 must not print as 0.00)."""
+    top = max((abs(x) for x in values if isinstance(x, (int, float)) and math.isfinite(x) and x != 0), default=None)
+    if top is None or top >= 1:
+        return 2
+    return min(6, 2 - math.floor(math.log10(top)))
+
+
 def markdown(study: Study, r: dict[str, Any]) -> str:
     h = r["header"]
     lines = [f"# {h.get('title', study.name)}", ""]
@@ -217,9 +228,10 @@ def markdown(study: Study, r: dict[str, Any]) -> str:
               "|---|---|---|---|---|" + ("---|" if has_prev else "")]
     for m in r["metrics"].values():
         for pt, v in m["points"].items():
-            ci = (f"{_fmt(v['mean'])} [{_fmt(v['low'])}, {_fmt(v['high'])}]" if "low" in v
-                  else _fmt(v.get("mean")))
-            per = ", ".join(f"{s}: {_fmt(x)}" for s, x in v["per_seed"].items())
+            d = _digits([v.get("mean"), v.get("low"), v.get("high"), *v["per_seed"].values()])
+            ci = (f"{_fmt(v['mean'], d)} [{_fmt(v['low'], d)}, {_fmt(v['high'], d)}]" if "low" in v
+                  else _fmt(v.get("mean"), d))
+            per = ", ".join(f"{s}: {_fmt(x, d)}" for s, x in v["per_seed"].items())
             lines.append(f"| {m['label']} | {pt or '-'} | {ci} | {v['n']} | {per} |"
                          + (f" {m['previous'] or ''} |" if has_prev else ""))
     if has_prev and h.get("previous_source"):

@@ -147,3 +147,16 @@ def test_export_latency_false_exports_and_checks_without_timing(tmp_path: Path) 
 
     with pytest.raises(StudyError, match=r"first.export_latency is set but .*export is not true"):
         load_study(tiny_study(tmp_path / "bad.yaml", orphan))
+
+
+def test_metrics_table_keeps_three_significant_digits_of_small_values() -> None:
+    """A row whose values are all below 1 (an MSE, a training loss at a minimum) is printed with enough decimals
+    for 3 significant digits of its largest value; rows with values of 1 or more keep 2 decimals."""
+    from studies.report import _digits, _fmt
+
+    small = [0.0025, 0.00394, 0.0031]
+    d = _digits(small)
+    assert [_fmt(x, d) for x in small] == ["0.00250", "0.00394", "0.00310"]
+    mse = [0.1676, 0.0108, None]
+    assert [_fmt(x, _digits(mse)) for x in mse] == ["0.168", "0.011", "-"]
+    assert _digits([92.18, 0.5]) == 2 and _digits([0.0, None]) == 2
