@@ -73,3 +73,22 @@ def test_landscape_glyphs_tiny(tmp_path: Path) -> None:
     assert report["extra"]["figures"]["batch"] == "landscape_glyphs_batch.png"
     assert (tmp_path / "results/landscape_glyphs_batch.png").is_file()
     assert "![batch](landscape_glyphs_batch.png)" in (tmp_path / "results/landscape_glyphs.md").read_text()
+
+
+def test_trajectory_recipe_keeps_one_checkpoint_per_epoch(tmp_path: Path) -> None:
+    """The trajectory recipe validates only at its last epoch; its ModelCheckpoint must still save at every epoch's
+    end (it saved at validation only, so the PCA trajectory found 2 checkpoints and the study's run failed)."""
+    from main import cli_main
+
+    epochs = 3  # below the recipe's check_val_every_n_epoch (40), which stays as it is
+    cli_main(["fit", "--config", "recipes/glyphs/landscape_vgg9n_glyphs_bs32_trajectory.yaml",
+              f"--runs_root={tmp_path}", "--run_name=traj", f"--trainer.max_epochs={epochs}",
+              *[f"--{k}={v}" for k, v in TINY.items() if k.startswith(("data.", "trainer.limit_train", "trainer.log",
+                                                                         "trainer.enable"))],
+              "--trainer.callbacks.init_args.x_grid=-1:1:3", "--trainer.callbacks.init_args.sharpness_directions=2",
+              "--trainer.callbacks.init_args.trajectory_points=3"])
+    run = tmp_path / "traj"
+    saved = sorted(p.name for p in (run / "checkpoints").glob("epoch=*.ckpt"))
+    assert saved == [f"epoch={e}-step={2 * (e + 1)}.ckpt" for e in range(epochs)], saved
+    fit = metrics(run, "fit")
+    assert 0 < fit["landscape/trajectory_variance_1"] <= 1 and (run / "landscape/fit_end/trajectory.npz").is_file()
