@@ -27,7 +27,10 @@ def interpolation_scalars(alpha: np.ndarray, loss: np.ndarray, acc: np.ndarray,
     ``loss_at_0``, ``loss_at_1``, ``acc_at_0``, ``acc_at_1``: the two ends. ``barrier``: the largest excess of the
     loss on ``[0, 1]`` over the straight line between the two ends (0 when the curve never rises above it).
     ``rise_at_0`` / ``rise_at_1``: the mean loss increase ``step`` outwards and inwards from each end (the curve's
-    width at that end along this one, not normalised, direction); present when both points are on the grid range.
+    width at that end along this one, not normalised, direction); present when both points are on the grid range
+    and the curve is finite around them. Outside [0, 1] it can be NaN: the interpolation covers the BN running
+    variances too (as 1-D interpolation between two trained nets must), and extrapolating them can make them
+    negative; such a rise is left out rather than logged as NaN.
     """
     alpha, loss, acc = (np.asarray(v, dtype=np.float64) for v in (alpha, loss, acc))
     ends = []
@@ -42,7 +45,9 @@ def interpolation_scalars(alpha: np.ndarray, loss: np.ndarray, acc: np.ndarray,
     out["barrier"] = float(max(0.0, np.max(loss[inside] - ((1.0 - alpha[inside]) * f0 + alpha[inside] * f1))))
     for name, a, f in (("rise_at_0", 0.0, f0), ("rise_at_1", 1.0, f1)):
         if alpha.min() <= a - step and a + step <= alpha.max():
-            out[name] = float(np.mean(np.interp([a - step, a + step], alpha, loss)) - f)
+            near = (alpha >= a - step - 1e-9) & (alpha <= a + step + 1e-9)
+            if np.all(np.isfinite(loss[near])):
+                out[name] = float(np.mean(np.interp([a - step, a + step], alpha, loss)) - f)
     return out
 
 

@@ -92,3 +92,17 @@ def test_trajectory_recipe_keeps_one_checkpoint_per_epoch(tmp_path: Path) -> Non
     assert saved == [f"epoch={e}-step={2 * (e + 1)}.ckpt" for e in range(epochs)], saved
     fit = metrics(run, "fit")
     assert 0 < fit["landscape/trajectory_variance_1"] <= 1 and (run / "landscape/fit_end/trajectory.npz").is_file()
+
+
+def test_interpolation_rise_is_left_out_where_the_curve_is_not_finite() -> None:
+    """Past a net's end the interpolated BN running variances can turn negative (NaN loss): the rise at that end
+    is not logged, the other end's rise and the barrier still are."""
+    from studies.probes_landscape import interpolation_scalars
+
+    alpha = np.linspace(-0.5, 1.5, 41)
+    loss = (alpha - 0.5) ** 2 * -1 + 1.0  # a barrier of 1 between two ends at loss 0.75
+    loss[alpha > 1.0 + 1e-9] = np.nan
+    out = interpolation_scalars(alpha, loss, np.ones_like(alpha))
+    assert "rise_at_1" not in out and out["barrier"] == pytest.approx(0.25)
+    assert out["rise_at_0"] == pytest.approx(np.mean([-(x - 0.5) ** 2 + 1.0 for x in (-0.25, 0.25)]) - 0.75)
+    assert np.isfinite(list(out.values())).all()
