@@ -228,6 +228,8 @@ def run_job(run_dir: str, steps: list[list[str]], threads: int) -> dict[str, Any
     import torch
 
     torch.set_num_threads(threads)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from main import cli_main
 
     for args in steps:
@@ -238,7 +240,7 @@ def run_job(run_dir: str, steps: list[list[str]], threads: int) -> dict[str, Any
         except SystemExit as e:  # a user-facing error, already printed as one paragraph
             if REQUEUING:  # submitit checkpointed and requeued this job (SLURM's USR2): let its exit through
                 raise
-            if type(e).__name__ == "SIGTERMException":  # Lightning's exit after a SIGTERM (kill, preemption)
+            if isinstance(e, SIGTERMException):  # Lightning's exit after a SIGTERM (kill, preemption)
                 error = (f"main.py {args[0]} was stopped by SIGTERM (killed or preempted) before it finished; "
                          "running the study again resumes this run from its last checkpoint (or starts it "
                          "afresh if it wrote none)")
