@@ -766,17 +766,18 @@ class RecipeTrainer(pl.Trainer):
             )
         x = model.example_input_array
         unused = _not_deployed(model)
+        counted = "all" if convention == "all" else "li2017"
+        left_out = {c: sum(count_params(m, c) for m in unused.values()) for c in (counted, "all")}
         result = {
-            "params": count_params(model, "all" if convention == "all" else "li2017")
-            - sum(count_params(m, "all" if convention == "all" else "li2017") for m in unused.values()),
+            "params": count_params(model, counted) - left_out[counted],
             "macs": count_macs(model, x, convention),
-            "params_all": count_params(model, "all") - sum(count_params(m, "all") for m in unused.values()),
+            "params_all": count_params(model, "all") - left_out["all"],
             "convention": convention,
         }
         print(f"model: {type(model).__name__}" + (f" ({model.hparams.get('net')})" if model.hparams else ""))
         if unused:
             print(f"not counted (training-only parts, not deployed): {', '.join(unused)} "
-                  f"({sum(count_params(m, 'all') for m in unused.values()):,} parameters)")
+                  f"({left_out['all']:,} parameters)")
         print(f"parameters ({convention}): {result['params']:,} ({result['params']:.3g})")
         print(f"parameters (all):      {result['params_all']:,}")
         print(f"MACs per input ({convention}): {result['macs']:.4g}")
