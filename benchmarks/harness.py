@@ -61,9 +61,22 @@ def synchronize(device: torch.device | str | None) -> None:
         torch.cuda.synchronize(device)
 
 
+def _is_last_step(trainer: Any) -> bool:
+    """Whether the batch that just ended is the fit's last one (``max_steps`` reached, or the last batch of the
+    last epoch)."""
+    if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return True
+    max_epochs = trainer.max_epochs
+    return bool(trainer.is_last_batch and max_epochs is not None and max_epochs > 0
+                and trainer.current_epoch >= max_epochs - 1)
+
+
 def step_timer(warmup: int) -> Any:
     """A Lightning callback timing from the start of training batch ``warmup`` (after its batch was fetched and
-    moved to the device) to the end of the last batch, synchronised on CUDA at both ends."""
+    moved to the device) to the end of the last batch. On CUDA it synchronises at those two points only: a
+    synchronisation after every step would keep the host from queueing the next step while the GPU runs this one,
+    a cost the plain loop it is compared with does not pay. A fit stopped before its last step (early stopping)
+    is synchronised when training ends."""
     import lightning.pytorch as pl
 
     class StepTimer(pl.Callback):
@@ -71,6 +84,7 @@ def step_timer(warmup: int) -> Any:
             self.warmup = warmup
             self.start: float | None = None
             self.end: float | None = None
+            self.synced_end = False
             self.steps = 0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -80,9 +94,16 @@ def step_timer(warmup: int) -> Any:
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if self.start is not None:
-                synchronize(pl_module.device)
-                self.end = time.perf_counter()
                 self.steps += 1
+                self.synced_end = _is_last_step(trainer)
+                if self.synced_end:
+                    synchronize(pl_module.device)
+                self.end = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if self.start is not None and not self.synced_end:
+                synchronize(pl_module.device)
+                self.end, self.synced_end = time.perf_counter(), True
 
         @property
         def seconds(self) -> float:
@@ -91,6 +112,31 @@ def step_timer(warmup: int) -> Any:
             return self.end - self.start
 
     return StepTimer()
+
+
+def epoch_timer() -> Any:
+    """A Lightning callback recording the wall time and the batch count of every training epoch, synchronised on
+    CUDA at the epoch's start and end only (the epoch's data loading, augmentation and every callback included)."""
+    import lightning.pytorch as pl
+
+    class EpochTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.epochs: list[dict[str, float]] = []
+            self._start = 0.0
+            self._batches = 0
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            synchronize(pl_module.device)
+            self._start, self._batches = time.perf_counter(), 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self._batches += 1
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            synchronize(pl_module.device)
+            self.epochs.append({"seconds": time.perf_counter() - self._start, "batches": self._batches})
+
+    return EpochTimer()
 
 
 def cpu_model() -> str:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import inspect
 import statistics
 import tempfile
 import time
@@ -96,6 +97,10 @@ class ThroughputError(ValueError):
     """A bad argument of the benchmark (one paragraph naming it)."""
 
 
+class Skipped(Exception):
+    """A (recipe, mode) that does not exist as such: reported as a skipped row with the reason."""
+
+
 # ---------------------------------------------------------------------------------------------------- recipes
 def split_case(case: str) -> tuple[str, str | None]:
     """``recipe@net`` -> (recipe, net override or None)."""
@@ -109,6 +114,12 @@ def recipe_config(recipe: str) -> dict[str, Any]:
         raise ThroughputError(f"--recipes: no recipe {recipe!r} ({path} does not exist); name a file of recipes/ "
                               "without .yaml, optionally with @<net> to train another net.")
     return yaml.safe_load(path.read_text())
+
+
+def uses_channels_last(config: dict[str, Any]) -> bool:
+    """Whether a recipe adds the ChannelsLast callback itself."""
+    callbacks = [c.get("class_path", "") for c in (config.get("trainer") or {}).get("callbacks") or []]
+    return any(c.endswith("ChannelsLast") for c in callbacks)
 
 
 def data_class(config: dict[str, Any]) -> str:
@@ -153,16 +164,13 @@ def build(case: str, mode: str, device: str, steps: int, batch: int | None, data
     precision, channels_last, compiled = MODES[mode]
     args = ["--config", str(REPO / "recipes" / f"{recipe}.yaml"), f"--runs_root={runs}",
             f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--trainer.devices=1",
-            f"--trainer.precision={precision}", f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
+            f"--trainer.precision={precision}", f"--trainer.max_steps={steps}",
             "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false", "--trainer.limit_val_batches=0",
             "--trainer.num_sanity_val_steps=0", f"--data.init_args.data_dir={data_dir}",
             f"--data.init_args.num_workers={workers}"]
-    callbacks = [c.get("class_path", "") for c in (config.get("trainer") or {}).get("callbacks") or []]
-    if channels_last and not any(c.endswith("ChannelsLast") for c in callbacks):
+    if channels_last and not uses_channels_last(config):
         args.append("--trainer.callbacks+=callbacks.channels_last.ChannelsLast")
-    if not channels_last and any(c.endswith("ChannelsLast") for c in callbacks):
-        raise ThroughputError(f"{recipe} adds ChannelsLast itself: measure it in a *_cl mode.")
     if compiled:
         args.append("--model.init_args.compile=true")
     if net:
@@ -194,7 +202,12 @@ def _optimizer_like(module: Any, params: Any) -> torch.optim.Optimizer:
     opt = configured["optimizer"] if isinstance(configured, dict) else configured
     if isinstance(opt, list | tuple):
         opt = opt[0]
-    return type(opt)(params, **opt.defaults)
+    accepted = inspect.signature(type(opt).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return type(opt)(params, **opt.defaults)
+    # a subclass's constructor may take fewer settings than its base records in ``defaults`` (timm's RMSpropTF
+    # records corrected_weight_decay, which the project's TimmRMSpropTF fixes)
+    return type(opt)(params, **{k: v for k, v in opt.defaults.items() if k in accepted})
 
 
 def run_plain(cli: Any, net: torch.nn.Module, mode: str, device: str, steps: int, warmup: int) -> dict[str, Any]:
@@ -255,7 +268,11 @@ def ratio_summary(per_round: Sequence[dict[str, float]]) -> dict[str, Any]:
 def measure(case: str, mode: str, args: argparse.Namespace, data_root: Path, device: str) -> dict[str, Any]:
     """Alternating rounds of both sides for one (case, mode) on ``device``."""
     recipe, _ = split_case(case)
-    name = data_class(recipe_config(recipe))
+    config = recipe_config(recipe)
+    if not MODES[mode][1] and uses_channels_last(config):
+        raise Skipped(f"{recipe} trains channels-last itself (its ChannelsLast callback): measured in the *_cl "
+                      "modes only")
+    name = data_class(config)
     data_dir, data_kind = ensure_data(name, data_root, args.random_root, args.imagenet_per_class)
     batch = args.batch_size or (GOAL_BATCH if case == GOAL_CASE else None)
     steps = args.warmup + args.steps
@@ -305,7 +322,7 @@ def project_table1(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     / (pruned recipe images/s), with the best measured mode of each recipe (``None`` where not measured)."""
     best: dict[str, float] = {}
     for r in rows:
-        if "error" not in r:
+        if "error" not in r and "skipped" not in r:
             best[r["case"]] = max(best.get(r["case"], 0.0), r["recipe_images_per_s"])
     out = []
     for pruned, base in TABLE1.items():
@@ -329,7 +346,7 @@ def goal(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The CPU goal, where this run measured its case (ResNet-20, batch 128, fp32, on the CPU)."""
     for r in rows:
         if (r["case"] == GOAL_CASE and r["mode"] == "fp32" and r.get("device") == "cpu" and "error" not in r
-                and r["batch"] == GOAL_BATCH):
+                and "skipped" not in r and r["batch"] == GOAL_BATCH):
             return {"case": GOAL_CASE, "batch": r["batch"], "min_ratio": GOAL_RATIO,
                     "ratio_median": r["ratio"]["median"], "met": r["ratio"]["median"] >= GOAL_RATIO}
     return None
@@ -346,8 +363,9 @@ def to_markdown(report: dict[str, Any]) -> str:
              "", "| recipe | device | data | batch | input | mode | recipe images/s | plain images/s | ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        if "error" in r:
-            lines.append(f"| {r['case']} | {r.get('device', '')} | | | | {r['mode']} | failed: {r['error']} | | |")
+        if "error" in r or "skipped" in r:
+            what = f"failed: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"
+            lines.append(f"| {r['case']} | {r.get('device', '')} | | | | {r['mode']} | {what} | | |")
             continue
         lines.append(f"| {r['case']} | {r['device']} | {r['data']} | {r['batch']} | {'x'.join(map(str, r['input_shape']))} | {r['mode']} | "
                      f"{r['recipe_images_per_s']:.1f} | {r['plain_images_per_s']:.1f} | {_fmt(r['ratio'])} |")
@@ -428,12 +446,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 row = measure(case, mode, args, args.data_root, args.device)
             except ThroughputError:
                 raise
+            except Skipped as why:
+                row = {"case": case, "mode": mode, "device": args.device, "skipped": str(why)}
             except (Exception, SystemExit) as err:  # noqa: BLE001 - one recipe's failure is a result, not a crash
                 row = {"case": case, "mode": mode, "device": args.device,
                        "error": f"{type(err).__name__}: {err}"[:300]}
             report["rows"].append(row)
             finish(report, args)  # after every row: a run cut short by a time limit keeps what it measured
-            print(f"{case} {mode}: " + (row.get("error") or f"recipe {row['recipe_images_per_s']:.1f} images/s, "
+            print(f"{case} {mode}: " + (row.get("error") or row.get("skipped") or f"recipe {row['recipe_images_per_s']:.1f} images/s, "
                   f"plain {row['plain_images_per_s']:.1f}, ratio {_fmt(row['ratio'])}"), flush=True)
     json_path, md_path = finish(report, args)
     print(f"wrote {json_path} and {md_path}")

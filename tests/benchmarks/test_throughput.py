@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from benchmarks import throughput as tp
@@ -93,3 +94,27 @@ def test_tiny_run_writes_the_report(tmp_path):
     md = (out / "throughput_cpu.md").read_text()
     assert f"| {tp.GOAL_CASE} | cpu | real | 4 | 3x32x32 | fp32 |" in md
     assert "not measured in this run" in md and "Table 1" in md and "Command:" in md and "load average" in md
+
+
+def test_a_recipe_that_trains_channels_last_itself_is_skipped_in_the_nchw_modes(tmp_path):
+    args = tp.parse(["--data-root", str(tmp_path / "data"), "--random-root", str(tmp_path / "random")])
+    assert tp.uses_channels_last(tp.recipe_config("sicnn_imagenet"))
+    with pytest.raises(tp.Skipped, match="sicnn_imagenet trains channels-last itself"):
+        tp.measure("sicnn_imagenet", "fp32", args, tmp_path / "data", "cpu")
+    assert not (tmp_path / "random").exists()  # skipped before any data is written
+    rows = [{"case": "baseline_resnet56_cifar10", "mode": "fp32", "skipped": "why"}]
+    assert tp.project_table1(rows)[1]["baseline_gpu_h"] is None
+
+
+def test_the_plain_loop_builds_the_recipes_optimizer_even_where_its_defaults_hold_more_settings():
+    from modules.schedules import TimmRMSpropTF
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+
+    class Recipe:
+        def configure_optimizers(self):
+            return {"optimizer": TimmRMSpropTF(net.parameters(), lr=0.05, weight_decay=1e-4)}
+
+    opt = tp._optimizer_like(Recipe(), net.parameters())
+    assert type(opt) is TimmRMSpropTF and opt.defaults["lr"] == 0.05 and opt.defaults["weight_decay"] == 1e-4
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 1e-4]  # the same decay groups (no decay on 1-d)
