@@ -39,7 +39,15 @@ from typing import Any
 import torch
 
 from benchmarks import throughput as tp
-from benchmarks.harness import REPO, command_line, epoch_timer, machine_info, quiet_lightning, write_report
+from benchmarks.harness import (
+    REPO,
+    command_line,
+    epoch_timer,
+    machine_info,
+    prepare_torch,
+    quiet_lightning,
+    write_report,
+)
 
 RECIPE = "baseline_resnet56_cifar10"
 EXPERIMENTS = ("loop", "pipeline", "epoch", "precision")
@@ -112,16 +120,15 @@ def judge(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             met, why = None, "a CPU rehearsal: the goal is for CUDA"
         out[name] = {"value": value, "target": target, "met": met, "why": why}
 
-    loop = next((r for r in report["loop"] if r.get("mode") == "fp32" and "error" not in r), None)
-    verdict("loop", loop and loop["ratio"]["median"], f">= {LOOP_GOAL}x the plain loop (fp32, batch {LOOP_BATCH})",
-            loop is not None and loop["batch"] == LOOP_BATCH and loop["ratio"]["median"] >= LOOP_GOAL,
-            "" if loop else "not measured")
-    pipe = report.get("pipeline")
-    ok = pipe is not None and "error" not in pipe
-    verdict("pipeline", pipe["ratio"]["median"] if ok else None,
-            f">= {PIPELINE_GOAL}x the worker pipeline (batch {PIPELINE_BATCH})",
-            ok and pipe["batch"] == PIPELINE_BATCH and pipe["ratio"]["median"] >= PIPELINE_GOAL,
-            "" if ok else "not measured")
+    def ratio(name: str, entry: dict[str, Any] | None, batch: int, goal: float, target: str) -> None:
+        ok = entry is not None and "error" not in entry
+        verdict(name, entry["ratio"]["median"] if ok else None, target,
+                ok and entry["batch"] == batch and entry["ratio"]["median"] >= goal, "" if ok else "not measured")
+
+    ratio("loop", next((r for r in report["loop"] if r.get("mode") == "fp32" and "error" not in r), None), LOOP_BATCH,
+          LOOP_GOAL, f">= {LOOP_GOAL}x the plain loop (fp32, batch {LOOP_BATCH})")
+    ratio("pipeline", report.get("pipeline"), PIPELINE_BATCH, PIPELINE_GOAL,
+          f">= {PIPELINE_GOAL}x the worker pipeline (batch {PIPELINE_BATCH})")
     full = [e for e in report["epoch"] if "error" not in e and e["full"] and e["batch"] == EPOCH_BATCH]
     best = min(full, key=lambda e: e["steady_s"], default=None)
     verdict("epoch", best and best["steady_s"], f"< {EPOCH_GOAL_S} s for one epoch of {TRAIN_IMAGES:,} images "
@@ -129,12 +136,8 @@ def judge(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             (f"best mode {best['mode']}" if best else "no full epoch at batch 128 measured"))
     if best is not None:
         out["epoch"]["mode"] = best["mode"]
-    prec = report.get("precision")
-    ok = prec is not None and "error" not in prec
-    verdict("precision", prec["ratio"]["median"] if ok else None,
-            f">= {PRECISION_GOAL}x fp32 (bf16 + channels-last, batch {PRECISION_BATCH})",
-            ok and prec["batch"] == PRECISION_BATCH and prec["ratio"]["median"] >= PRECISION_GOAL,
-            "" if ok else "not measured")
+    ratio("precision", report.get("precision"), PRECISION_BATCH, PRECISION_GOAL,
+          f">= {PRECISION_GOAL}x fp32 (bf16 + channels-last, batch {PRECISION_BATCH})")
     return out
 
 
@@ -238,10 +241,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
+    prepare_torch(args.threads, args.device)
     data_dir, kind = tp.ensure_data("CIFAR10DataModule", args.data_root, args.random_root, 1)
     report: dict[str, Any] = {"command": command_line("benchmarks.gpu_goals", argv), "device": args.device,
                               "machine": machine_info(device=args.device), "data": kind, "data_dir": str(data_dir),

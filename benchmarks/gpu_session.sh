@@ -14,6 +14,7 @@
 #      projected GPU-hours of the pruning paper's Table 1;
 #   4. the Affine VAE pose search, batched vs per-sample loop, on CUDA (benchmarks/avae_search_speed.py).
 # Usage: OUT=<folder> bash benchmarks/gpu_session.sh   (writes at most 9 files into OUT, default results/gpu)
+# On a machine without internet whose Python lacks a few pure-Python packages: see benchmarks/gpu_wheels.sh.
 # Rehearsal on a CPU at tiny sizes, before a GPU call (every part runs, none is a measurement):
 #   OUT=/tmp/rehearsal DEVICE=cpu SMOKE_K=baseline_resnet56_cifar10 GOALS_EXTRA="--batch-size 8 --epoch-batches 2
 #   --steps 1 --warmup 1 --rounds 1 --workers 1" THROUGHPUT_EXTRA="--batch-size 8 --steps 1 --warmup 1 --rounds 1

@@ -55,6 +55,15 @@ def quiet_trainer(**kwargs: Any) -> Any:
         return pl.Trainer(**options)
 
 
+def prepare_torch(threads: int | None, device: str) -> None:
+    """A benchmark's torch settings: ``threads`` CPU threads where given; cuDNN's autotuner on CUDA (as a
+    training run there would have it)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def synchronize(device: torch.device | str | None) -> None:
     """Waits for queued GPU work (a no-op on the CPU)."""
     if device is not None and torch.device(device).type == "cuda":

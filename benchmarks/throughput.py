@@ -54,6 +54,7 @@ from benchmarks.harness import (
     REPO,
     command_line,
     machine_info,
+    prepare_torch,
     quiet_lightning,
     step_timer,
     synchronize,
@@ -425,10 +426,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
+    prepare_torch(args.threads, args.device)
     modes = args.modes or DEFAULT_MODES[args.device]
     report: dict[str, Any] = {"command": command_line("benchmarks.throughput", argv), "device": args.device,
                               "machine": machine_info(device=args.device), "steps": args.steps,
