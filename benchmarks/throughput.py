@@ -207,7 +207,7 @@ def _optimizer_like(module: Any, params: Any) -> torch.optim.Optimizer:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         return type(opt)(params, **opt.defaults)
     # a subclass's constructor may take fewer settings than its base records in ``defaults`` (timm's RMSpropTF
-    # records corrected_weight_decay, which the project's TimmRMSpropTF fixes)
+    # records corrected_weight_decay; the project's TimmRMSpropTF does not take it)
     return type(opt)(params, **{k: v for k, v in opt.defaults.items() if k in accepted})
 
 
