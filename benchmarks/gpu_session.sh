@@ -13,7 +13,7 @@
 #      the real sets from data/, else random full-size files written under RANDOM_DATA_ROOT first), with the
 #      projected GPU-hours of the pruning paper's Table 1;
 #   4. the Affine VAE pose search, batched vs per-sample loop, on CUDA (benchmarks/avae_search_speed.py).
-# Usage: OUT=<folder> bash benchmarks/gpu_session.sh   (writes at most 9 files into OUT, default results/gpu)
+# Usage: OUT=<folder> bash benchmarks/gpu_session.sh   (writes at most 8 files into OUT, default results/gpu)
 # On a machine without internet whose Python lacks a few pure-Python packages: see benchmarks/gpu_wheels.sh.
 # Rehearsal on a CPU at tiny sizes, before a GPU call (every part runs, none is a measurement):
 #   OUT=/tmp/rehearsal DEVICE=cpu SMOKE_K=baseline_resnet56_cifar10 GOALS_EXTRA="--batch-size 8 --epoch-batches 2
@@ -36,7 +36,7 @@ timeout "${GOALS_TIMEOUT:-250}" $PY -m benchmarks.gpu_goals --device "$DEVICE" -
   | grep -E '^(loop|pipeline|epoch|precision|goal)[ :]'
 start=$(date +%s)
 SMOKE_ACCELERATOR=$ACCELERATOR timeout "${SMOKE_TIMEOUT:-120}" $PY -m pytest tests/recipes/test_recipes.py -o addopts="" \
-  -p no:cacheprovider -q -rf -n "${SMOKE_WORKERS:-12}" -k "smoke_run${skip}" --junitxml="$OUT/gpu_smoke.xml" \
+  -p no:cacheprovider -q -rf -n "${SMOKE_WORKERS:-12}" -k "smoke_run${skip}" \
   > "$OUT/gpu_smoke.log" 2>&1
 echo "smoke: rc $? in $(( $(date +%s) - start )) s; $(tail -1 "$OUT/gpu_smoke.log")"
 timeout "${THROUGHPUT_TIMEOUT:-130}" $PY -m benchmarks.throughput --device "$DEVICE" --rounds 2 --steps 20 --warmup 5 \
