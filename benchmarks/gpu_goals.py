@@ -133,7 +133,7 @@ def judge(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     best = min(full, key=lambda e: e["steady_s"], default=None)
     verdict("epoch", best and best["steady_s"], f"< {EPOCH_GOAL_S} s for one epoch of {TRAIN_IMAGES:,} images "
             f"at batch {EPOCH_BATCH}", best is not None and best["steady_s"] < EPOCH_GOAL_S,
-            (f"best mode {best['mode']}" if best else "no full epoch at batch 128 measured"))
+            (f"best mode {best['mode']}" if best else f"no full epoch at batch {EPOCH_BATCH} measured"))
     if best is not None:
         out["epoch"]["mode"] = best["mode"]
     ratio("precision", report.get("precision"), PRECISION_BATCH, PRECISION_GOAL,
@@ -242,7 +242,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     prepare_torch(args.threads, args.device)
-    data_dir, kind = tp.ensure_data("CIFAR10DataModule", args.data_root, args.random_root, 1)
+    data_dir, kind = tp.ensure_data("CIFAR10DataModule", args.data_root, args.random_root, args.imagenet_per_class)
     report: dict[str, Any] = {"command": command_line("benchmarks.gpu_goals", argv), "device": args.device,
                               "machine": machine_info(device=args.device), "data": kind, "data_dir": str(data_dir),
                               "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
